@@ -1,0 +1,150 @@
+//! The replicated vocabulary: what a Raft entry carries and what applying it
+//! answers.
+//!
+//! A [`Command`] is one Raft entry. The proposer packs the requests of many
+//! concurrent clients into one command (group commit), so a command holds a
+//! list of [`Request`]s and its apply answers one [`Reply`] per request, in
+//! order. Everything here is plain data: validation happens in `api`, offsets
+//! and timestamps are decided in `store` at apply time.
+
+use serde::{Deserialize, Serialize};
+
+/// Retention and behaviour settings of one room.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomConfig {
+    /// Keep at most this many events (oldest trimmed first).
+    pub max_events: Option<u64>,
+    /// Drop events older than this many seconds.
+    pub max_age_secs: Option<u64>,
+}
+
+/// One event as a client submitted it, before it has an offset.
+///
+/// `data` and `metadata` are kept as the JSON text the client sent: they are
+/// validated once at the edge and then never parsed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Target room.
+    pub room: String,
+    /// Event type, e.g. `user.registered`.
+    pub event: String,
+    /// JSON text of the payload.
+    pub data: String,
+    /// JSON text of a metadata object, if any.
+    pub metadata: Option<String>,
+    /// The client's id for the event, or one the receiving node generated.
+    pub id: String,
+}
+
+/// One client operation inside a [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Create a room; with `if_absent` an existing room is not an error.
+    CreateRoom {
+        /// Room name.
+        room: String,
+        /// Its settings (ignored when the room already exists).
+        config: RoomConfig,
+        /// Get-or-create instead of create.
+        if_absent: bool,
+    },
+    /// Delete a room and all its events.
+    DeleteRoom {
+        /// Room name.
+        room: String,
+    },
+    /// Append events, all or none.
+    Publish {
+        /// The events, in the order they get offsets.
+        events: Vec<NewEvent>,
+        /// Create rooms that do not exist yet instead of rejecting.
+        create_missing: bool,
+    },
+}
+
+/// One Raft entry's payload: requests of one or more clients, and the
+/// cluster time at which they were proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Unix milliseconds, read from the proposing leader's clock. Every node
+    /// stamps events with this value, never with its own clock.
+    pub timestamp_ms: u64,
+    /// The requests, applied in order.
+    pub requests: Vec<Request>,
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Command({} requests @{})",
+            self.requests.len(),
+            self.timestamp_ms
+        )
+    }
+}
+
+/// Public description of a room, as `stats` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// Room name.
+    pub name: String,
+    /// How many times a room of this name has been created.
+    pub generation: u64,
+    /// Offset the next event will get.
+    pub next_offset: u64,
+    /// Lowest offset still retained.
+    pub min_offset: u64,
+    /// Its settings.
+    pub config: RoomConfig,
+    /// Unix milliseconds of creation (cluster time).
+    pub created_at: u64,
+    /// Unix milliseconds of the last event (cluster time), 0 if none.
+    pub last_event_at: u64,
+    /// Events ever published to it.
+    pub published_total: u64,
+    /// Sum of `data` + `metadata` bytes ever published.
+    pub bytes_total: u64,
+}
+
+/// Where one published event landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// Room name.
+    pub room: String,
+    /// Its offset in the room.
+    pub offset: u64,
+    /// Cluster time stamped on it.
+    pub timestamp: u64,
+    /// True when an earlier publish with the same id was found instead.
+    pub duplicate: bool,
+}
+
+/// Why the state machine refused a request. Refusal changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// `CreateRoom` without `if_absent` on an existing room.
+    #[error("room '{0}' already exists")]
+    RoomExists(String),
+    /// A request named a room that does not exist.
+    #[error("room '{0}' does not exist")]
+    RoomNotFound(String),
+}
+
+/// The outcome of one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Answer to `CreateRoom`.
+    Room {
+        /// False when the room already existed (get-or-create).
+        created: bool,
+        /// The room as it is after the request.
+        info: RoomInfo,
+    },
+    /// Answer to `DeleteRoom`.
+    Deleted,
+    /// Answer to `Publish`: one entry per event, in order.
+    Published(Vec<Published>),
+    /// The request was refused and changed nothing.
+    Rejected(Rejection),
+}

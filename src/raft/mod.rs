@@ -1,0 +1,35 @@
+//! The consensus layer: openraft's type configuration, the sled-backed log
+//! store, the state machine adapter and the HTTP network.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use crate::command::{Command, Reply};
+
+/// Identifier of a cluster member (`--id`).
+pub type NodeId = u64;
+
+/// What the cluster knows about a member: its advertised base URL.
+pub type Node = openraft::BasicNode;
+
+openraft::declare_raft_types!(
+    /// Synap's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = Vec<Reply>,
+        NodeId = NodeId,
+        Node = Node,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle of this node.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// Log position.
+pub type LogId = openraft::LogId<NodeId>;
+/// Storage error as openraft expects it.
+pub type StorageError = openraft::StorageError<NodeId>;

@@ -1,0 +1,289 @@
+//! openraft's `RaftStateMachine` over the applied state in `store`.
+//!
+//! One `apply` call becomes one atomic sled batch holding the applied
+//! commands, `last_applied` and the membership, so a crash can never leave an
+//! entry half-applied, and re-applying after restart starts exactly after the
+//! last batch that made it to disk.
+//!
+//! Snapshots are files (`snapshot/current.snap`, format in
+//! `store::snapshot`): built from a consistent point between two applies,
+//! streamed to followers in chunks by openraft, and installed by replacing the
+//! whole applied state. An install in progress is marked on disk and redone
+//! at start-up if a crash interrupted it.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageIOError, StoredMembership,
+};
+use tokio::io::AsyncSeekExt;
+use tokio::sync::watch;
+
+use super::{Entry, LogId, Node, NodeId, StorageError, TypeConfig};
+use crate::codec;
+use crate::command::Reply;
+use crate::store::{snapshot, Applier, Store, StoreError};
+
+const KEY_LAST_APPLIED: &[u8] = b"m:last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"m:membership";
+
+type Membership = StoredMembership<NodeId, Node>;
+type Meta = SnapshotMeta<NodeId, Node>;
+
+/// What the state machine tells the rest of the node after each apply.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// Index of the last applied log entry.
+    pub index: u64,
+    /// Rooms whose events changed in the last apply.
+    pub rooms: Vec<String>,
+}
+
+/// The Raft state machine of one node.
+pub struct StateMachine {
+    store: Store,
+    applier: Applier,
+    last_applied: Option<LogId>,
+    membership: Membership,
+    snapshot_dir: PathBuf,
+    applied: watch::Sender<Applied>,
+}
+
+fn sm_err(verb: ErrorVerb, e: StoreError) -> StorageError {
+    StorageError::IO {
+        source: StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::new(&e)),
+    }
+}
+
+fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageError::IO {
+        source: StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::new(&e)),
+    }
+}
+
+impl StateMachine {
+    /// Opens the state machine over `store`, keeping snapshot files in
+    /// `snapshot_dir`. Finishes a snapshot install that a crash interrupted.
+    pub fn open(store: Store, snapshot_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        let marker = snapshot_dir.join("installing");
+        if marker.exists() {
+            tracing::warn!("a snapshot install was interrupted; installing it again");
+            snapshot::load(&store, &snapshot_dir.join("current.snap"))?;
+            std::fs::remove_file(&marker)?;
+        }
+        let tree = store.tree();
+        let last_applied = match tree.get(KEY_LAST_APPLIED)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => None,
+        };
+        let membership = match tree.get(KEY_MEMBERSHIP)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => Membership::default(),
+        };
+        let applier = Applier::load(store.clone())?;
+        let index = last_applied.as_ref().map_or(0, |id: &LogId| id.index);
+        let (applied, _) = watch::channel(Applied {
+            index,
+            rooms: Vec::new(),
+        });
+        Ok(Self {
+            store,
+            applier,
+            last_applied,
+            membership,
+            snapshot_dir: snapshot_dir.to_owned(),
+            applied,
+        })
+    }
+
+    /// Follows the last applied index and the rooms each apply touched.
+    pub fn subscribe(&self) -> watch::Receiver<Applied> {
+        self.applied.subscribe()
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.snapshot_dir.join("current.snap")
+    }
+
+    fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let last = self.last_applied;
+        let snapshot_id = match &last {
+            Some(id) => format!(
+                "{}-{}-{}",
+                id.leader_id.term,
+                id.index,
+                uuid::Uuid::new_v4().simple()
+            ),
+            None => format!("empty-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let meta = Meta {
+            last_log_id: last,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let header = codec::encode(&meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let tmp = self.snapshot_dir.join("building.snap");
+        snapshot::dump(&self.store, &header, &tmp).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        std::fs::rename(&tmp, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let file =
+            std::fs::File::open(self.current_path()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        })
+    }
+}
+
+/// Hands openraft a snapshot that was already written when the builder was
+/// made: the state is only consistent between two applies.
+pub struct SnapshotBuilder {
+    built: Option<Result<Snapshot<TypeConfig>, StorageError>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.built.take().unwrap_or_else(|| {
+            Err(snap_err(
+                ErrorVerb::Read,
+                std::io::Error::other("snapshot builder used twice"),
+            ))
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Reply>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = self.applier.begin();
+        let mut replies = Vec::new();
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => replies.push(Vec::new()),
+                EntryPayload::Normal(command) => replies.push(
+                    self.applier
+                        .apply(&mut batch, &command)
+                        .map_err(|e| sm_err(ErrorVerb::Write, e))?,
+                ),
+                EntryPayload::Membership(membership) => {
+                    self.membership = Membership::new(Some(entry.log_id), membership);
+                    replies.push(Vec::new());
+                }
+            }
+        }
+        let encode = |e| sm_err(ErrorVerb::Write, StoreError::from(e));
+        batch.put(
+            KEY_LAST_APPLIED,
+            codec::encode(&self.last_applied).map_err(encode)?,
+        );
+        batch.put(
+            KEY_MEMBERSHIP,
+            codec::encode(&self.membership).map_err(encode)?,
+        );
+        let rooms = self
+            .applier
+            .commit(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let index = self.last_applied.as_ref().map_or(0, |id| id.index);
+        self.applied.send_replace(Applied { index, rooms });
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            built: Some(self.build()),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        // An unnamed temporary file: nothing to clean up if the transfer
+        // is abandoned.
+        let file =
+            tempfile::tempfile_in(&self.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        mut data: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let receiving = self.snapshot_dir.join("receiving.snap");
+        {
+            data.seek(SeekFrom::Start(0))
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let mut out = tokio::fs::File::create(&receiving)
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            tokio::io::copy(&mut *data, &mut out)
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            out.sync_all()
+                .await
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        }
+        let header = snapshot::read_header(&receiving).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let sent: Meta = codec::decode(&header).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        if sent.snapshot_id != meta.snapshot_id {
+            let e = std::io::Error::other(format!(
+                "snapshot data is {} but meta says {}",
+                sent.snapshot_id, meta.snapshot_id
+            ));
+            return Err(snap_err(ErrorVerb::Read, e));
+        }
+        // Marked before the state is touched: from here a restart redoes the
+        // install from `current.snap` instead of trusting a half-loaded state.
+        let marker = self.snapshot_dir.join("installing");
+        std::fs::write(&marker, b"").map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        std::fs::rename(&receiving, self.current_path())
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        snapshot::load(&self.store, &self.current_path())
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.applier
+            .reload()
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        std::fs::remove_file(&marker).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let index = self.last_applied.as_ref().map_or(0, |id| id.index);
+        let rooms = self
+            .store
+            .rooms()
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        self.applied.send_replace(Applied { index, rooms });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let path = self.current_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let header = snapshot::read_header(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let meta: Meta = codec::decode(&header).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
+    }
+}

@@ -1,0 +1,310 @@
+//! The write side of the applied state: turns committed [`Command`]s into
+//! rooms and events.
+//!
+//! Offsets are assigned here, from the room's `next_offset`, so every node
+//! assigns the same offsets in the same log order. Timestamps come from the
+//! command (the proposer's clock), clamped so they never go backwards within a
+//! room. All changes of one apply call go into one [`ApplyBatch`], committed
+//! atomically together with the Raft bookkeeping (`last_applied`, membership)
+//! that the caller adds to it.
+
+use std::collections::HashMap;
+
+use super::{keys, RoomMeta, Store, StoreError, StoredEvent};
+use crate::codec;
+use crate::command::{
+    Command, NewEvent, Published, Rejection, Reply, Request, RoomConfig, RoomInfo,
+};
+
+/// Pending changes of one apply call.
+pub struct ApplyBatch {
+    batch: sled::Batch,
+    deleted_rooms: Vec<u64>,
+    touched: Vec<String>,
+}
+
+impl ApplyBatch {
+    /// Adds a raw key/value (the caller's own bookkeeping) to the batch.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        self.batch.insert(key, value);
+    }
+}
+
+/// The single writer of the applied state. It keeps the room metadata in
+/// memory so that assigning offsets never reads the disk.
+pub struct Applier {
+    store: Store,
+    rooms: HashMap<String, RoomMeta>,
+    retired_generations: HashMap<String, u64>,
+    next_room_id: u64,
+}
+
+impl Applier {
+    /// Loads the in-memory view of `store`, finishing any room deletion a
+    /// crash interrupted.
+    pub fn load(store: Store) -> Result<Self, StoreError> {
+        let tree = store.tree();
+        let mut rooms = HashMap::new();
+        for value in tree.scan_prefix(keys::ROOM_PREFIX).values() {
+            let meta: RoomMeta = codec::decode(&value?)?;
+            rooms.insert(meta.info.name.clone(), meta);
+        }
+        let mut retired_generations = HashMap::new();
+        for item in tree.scan_prefix(keys::GENERATION_PREFIX) {
+            let (key, value) = item?;
+            let name = String::from_utf8_lossy(&key[keys::GENERATION_PREFIX.len()..]).into_owned();
+            retired_generations.insert(name, codec::decode(&value)?);
+        }
+        let next_room_id = match tree.get(keys::NEXT_ROOM_ID)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => 1,
+        };
+        let applier = Self {
+            store,
+            rooms,
+            retired_generations,
+            next_room_id,
+        };
+        applier.purge_deleted_rooms()?;
+        Ok(applier)
+    }
+
+    /// Starts an empty batch.
+    pub fn begin(&self) -> ApplyBatch {
+        ApplyBatch {
+            batch: sled::Batch::default(),
+            deleted_rooms: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    /// Applies one command into `batch` and answers each of its requests.
+    pub fn apply(
+        &mut self,
+        batch: &mut ApplyBatch,
+        command: &Command,
+    ) -> Result<Vec<Reply>, StoreError> {
+        let mut replies = Vec::with_capacity(command.requests.len());
+        for request in &command.requests {
+            let reply = match request {
+                Request::CreateRoom {
+                    room,
+                    config,
+                    if_absent,
+                } => self.create_room(batch, room, config, *if_absent, command.timestamp_ms)?,
+                Request::DeleteRoom { room } => self.delete_room(batch, room)?,
+                Request::Publish {
+                    events,
+                    create_missing,
+                } => self.publish(batch, events, *create_missing, command.timestamp_ms)?,
+            };
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    /// Writes `batch` atomically, then removes the events of rooms it
+    /// deleted. Returns the names of the rooms whose events changed.
+    pub fn commit(&mut self, batch: ApplyBatch) -> Result<Vec<String>, StoreError> {
+        let mut ids = batch.batch;
+        ids.insert(keys::NEXT_ROOM_ID, codec::encode(&self.next_room_id)?);
+        self.store.tree().apply_batch(ids)?;
+        if !batch.deleted_rooms.is_empty() {
+            self.purge_deleted_rooms()?;
+        }
+        let mut touched = batch.touched;
+        touched.sort_unstable();
+        touched.dedup();
+        Ok(touched)
+    }
+
+    /// Throws away the in-memory view and reloads it from disk (after a
+    /// snapshot replaced the state).
+    pub fn reload(&mut self) -> Result<(), StoreError> {
+        *self = Self::load(self.store.clone())?;
+        Ok(())
+    }
+
+    fn create_room(
+        &mut self,
+        batch: &mut ApplyBatch,
+        name: &str,
+        config: &RoomConfig,
+        if_absent: bool,
+        now: u64,
+    ) -> Result<Reply, StoreError> {
+        if let Some(meta) = self.rooms.get(name) {
+            return Ok(if if_absent {
+                Reply::Room {
+                    created: false,
+                    info: meta.info.clone(),
+                }
+            } else {
+                Reply::Rejected(Rejection::RoomExists(name.to_owned()))
+            });
+        }
+        let meta = self.new_room(batch, name, config.clone(), now)?;
+        Ok(Reply::Room {
+            created: true,
+            info: meta.info.clone(),
+        })
+    }
+
+    fn new_room(
+        &mut self,
+        batch: &mut ApplyBatch,
+        name: &str,
+        config: RoomConfig,
+        now: u64,
+    ) -> Result<&RoomMeta, StoreError> {
+        let id = self.next_room_id;
+        self.next_room_id += 1;
+        let generation = self.retired_generations.get(name).copied().unwrap_or(0) + 1;
+        let meta = RoomMeta {
+            id,
+            info: RoomInfo {
+                name: name.to_owned(),
+                generation,
+                next_offset: 0,
+                min_offset: 0,
+                config,
+                created_at: now,
+                last_event_at: 0,
+                published_total: 0,
+                bytes_total: 0,
+            },
+        };
+        batch.batch.insert(keys::room(name), codec::encode(&meta)?);
+        Ok(self.rooms.entry(name.to_owned()).or_insert(meta))
+    }
+
+    fn delete_room(&mut self, batch: &mut ApplyBatch, name: &str) -> Result<Reply, StoreError> {
+        let Some(meta) = self.rooms.remove(name) else {
+            return Ok(Reply::Rejected(Rejection::RoomNotFound(name.to_owned())));
+        };
+        batch.batch.remove(keys::room(name));
+        batch.batch.insert(
+            keys::generation(name),
+            codec::encode(&meta.info.generation)?,
+        );
+        batch.batch.insert(&keys::tombstone(meta.id), Vec::new());
+        self.retired_generations
+            .insert(name.to_owned(), meta.info.generation);
+        batch.deleted_rooms.push(meta.id);
+        batch.touched.push(name.to_owned());
+        Ok(Reply::Deleted)
+    }
+
+    fn publish(
+        &mut self,
+        batch: &mut ApplyBatch,
+        events: &[NewEvent],
+        create_missing: bool,
+        now: u64,
+    ) -> Result<Reply, StoreError> {
+        // All or nothing: check every room before writing anything.
+        if !create_missing {
+            if let Some(missing) = events.iter().find(|e| !self.rooms.contains_key(&e.room)) {
+                return Ok(Reply::Rejected(Rejection::RoomNotFound(
+                    missing.room.clone(),
+                )));
+            }
+        }
+        let mut published = Vec::with_capacity(events.len());
+        for new in events {
+            if !self.rooms.contains_key(&new.room) {
+                self.new_room(batch, &new.room, RoomConfig::default(), now)?;
+            }
+            let Some(meta) = self.rooms.get_mut(&new.room) else {
+                unreachable!("room was created just above")
+            };
+            let info = &mut meta.info;
+            let offset = info.next_offset;
+            let timestamp = now.max(info.last_event_at);
+            info.next_offset += 1;
+            info.last_event_at = timestamp;
+            info.published_total += 1;
+            info.bytes_total +=
+                (new.data.len() + new.metadata.as_ref().map_or(0, String::len)) as u64;
+            let stored = StoredEvent {
+                event: new.event.clone(),
+                data: new.data.clone(),
+                metadata: new.metadata.clone(),
+                timestamp,
+                id: new.id.clone(),
+            };
+            batch
+                .batch
+                .insert(&keys::event(meta.id, offset), codec::encode(&stored)?);
+            published.push(Published {
+                room: new.room.clone(),
+                offset,
+                timestamp,
+                duplicate: false,
+            });
+            batch.touched.push(new.room.clone());
+        }
+        let mut rooms: Vec<&str> = events.iter().map(|e| e.room.as_str()).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        for name in rooms {
+            self.trim(batch, &name, now)?;
+        }
+        Ok(Reply::Published(published))
+    }
+
+    /// Applies the room's retention limits and persists its metadata.
+    fn trim(&mut self, batch: &mut ApplyBatch, name: &str, now: u64) -> Result<(), StoreError> {
+        let Some(meta) = self.rooms.get_mut(name) else {
+            return Ok(());
+        };
+        let info = &mut meta.info;
+        if let Some(max) = info.config.max_events {
+            let keep_from = info.next_offset.saturating_sub(max);
+            while info.min_offset < keep_from {
+                batch.batch.remove(&keys::event(meta.id, info.min_offset));
+                info.min_offset += 1;
+            }
+        }
+        if let Some(max_age) = info.config.max_age_secs {
+            let cutoff = now.saturating_sub(max_age.saturating_mul(1000));
+            while info.min_offset < info.next_offset {
+                let Some(bytes) = self
+                    .store
+                    .tree()
+                    .get(keys::event(meta.id, info.min_offset))?
+                else {
+                    break;
+                };
+                let event: StoredEvent = codec::decode(&bytes)?;
+                if event.timestamp >= cutoff {
+                    break;
+                }
+                batch.batch.remove(&keys::event(meta.id, info.min_offset));
+                info.min_offset += 1;
+            }
+        }
+        batch.batch.insert(keys::room(name), codec::encode(&*meta)?);
+        Ok(())
+    }
+
+    /// Removes the events of deleted rooms (their tombstones say which),
+    /// outside the apply batch: they are unreachable already, so a crash
+    /// halfway only leaves work for the next start.
+    fn purge_deleted_rooms(&self) -> Result<(), StoreError> {
+        let tree = self.store.tree();
+        for key in tree.scan_prefix(keys::TOMBSTONE_PREFIX).keys() {
+            let key = key?;
+            let Some(room_id) = keys::tombstone_room(&key) else {
+                continue;
+            };
+            let mut removal = sled::Batch::default();
+            for event_key in tree.scan_prefix(keys::room_events(room_id)).keys() {
+                removal.remove(event_key?);
+            }
+            removal.remove(key);
+            tree.apply_batch(removal)?;
+        }
+        Ok(())
+    }
+}

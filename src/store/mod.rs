@@ -1,0 +1,154 @@
+//! The applied data model: rooms and their events, as every node holds them
+//! after applying the Raft log.
+//!
+//! [`Store`] is the read side, shared by the API handlers; [`Applier`] is the
+//! write side, owned by the Raft state machine, the only writer. Both work on
+//! one sled tree (layout in `keys`).
+
+mod apply;
+mod keys;
+pub mod snapshot;
+
+pub use apply::{Applier, ApplyBatch};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::command::RoomInfo;
+
+/// Largest page a read returns, whatever the caller asks for.
+pub const MAX_PAGE: usize = 10_000;
+
+/// A failure of the local storage. It is never the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record could not be decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A file operation (snapshots) failed.
+    #[error("storage i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A room as stored: its public description plus its internal id, which is
+/// unique per incarnation so a deleted room's events can never reappear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMeta {
+    /// Internal id, never reused.
+    pub id: u64,
+    /// What `stats` shows.
+    pub info: RoomInfo,
+}
+
+/// An event as stored under its (room id, offset) key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Event type.
+    pub event: String,
+    /// JSON text of the payload.
+    pub data: String,
+    /// JSON text of the metadata object, if any.
+    pub metadata: Option<String>,
+    /// Cluster time in Unix milliseconds.
+    pub timestamp: u64,
+    /// Client-supplied or generated event id.
+    pub id: String,
+}
+
+/// One event read back, with its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    /// Offset within its room.
+    pub offset: u64,
+    /// The stored fields.
+    pub event: StoredEvent,
+}
+
+/// A page of a room's events.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The matching events, in offset order.
+    pub events: Vec<EventRecord>,
+    /// Where the next page starts.
+    pub next_offset: u64,
+}
+
+/// Read access to the applied state. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tree: sled::Tree,
+}
+
+impl Store {
+    /// Opens the applied-state tree of `db`.
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(Self {
+            tree: db.open_tree("state")?,
+        })
+    }
+
+    /// The room called `name`, if it exists.
+    pub fn room(&self, name: &str) -> Result<Option<RoomMeta>, StoreError> {
+        match self.tree.get(keys::room(name))? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every room, ordered by name.
+    pub fn rooms(&self) -> Result<Vec<RoomInfo>, StoreError> {
+        self.tree
+            .scan_prefix(keys::ROOM_PREFIX)
+            .values()
+            .map(|value| Ok(codec::decode::<RoomMeta>(&value?)?.info))
+            .collect()
+    }
+
+    /// Reads up to `limit` events of `room` at offsets in `[from, end)` whose
+    /// type `matches`. `end` is the room's high-water mark as the caller saw
+    /// it, so a page never shows an event whose room metadata it did not see.
+    pub fn read(
+        &self,
+        room: &RoomMeta,
+        from: u64,
+        end: u64,
+        limit: usize,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<Page, StoreError> {
+        let limit = limit.min(MAX_PAGE);
+        let start = from.max(room.info.min_offset);
+        let mut events = Vec::new();
+        let mut next_offset = start;
+        if start < end && limit > 0 {
+            let range = keys::event(room.id, start)..keys::event(room.id, end);
+            for item in self.tree.range(range) {
+                let (key, value) = item?;
+                let Some(offset) = keys::event_offset(&key) else {
+                    continue;
+                };
+                next_offset = offset + 1;
+                let event: StoredEvent = codec::decode(&value)?;
+                if matches(&event.event) {
+                    events.push(EventRecord { offset, event });
+                    if events.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            if events.len() < limit {
+                next_offset = end;
+            }
+        }
+        Ok(Page {
+            events,
+            next_offset,
+        })
+    }
+
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+}
