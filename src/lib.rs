@@ -1,5 +1,35 @@
 //! Synap: a clustered, replicated event-stream server.
+//!
+//! Services publish events to named rooms through any node; a Raft cluster
+//! (openraft over sled) replicates each event to a majority and fsyncs it
+//! before the state machine gives it a dense per-room offset; every node
+//! serves history from its applied state.
+//!
+//! The crate is the server, the `synap` command line and a client library:
+//!
+//! - [`api`]: the HTTP surface (public API, admin, internal Raft transport);
+//! - [`node`]: one cluster member, its write path (proposer with group
+//!   commit, forwarding to the leader) and cluster lifecycle;
+//! - [`raft`]: openraft's log store, state machine and network;
+//! - [`store`]: the applied data model (rooms, events);
+//! - [`client`]: an HTTP client for applications and tests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), synap::client::ClientError> {
+//! use serde_json::json;
+//! let client = synap::client::Client::new("http://127.0.0.1:15500");
+//! let at = client.publish("system-events", "user.registered", &json!({"userId": "u1"}), None, None).await?;
+//! println!("stored at offset {}", at.offset);
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod command;
+pub mod filter;
+pub mod node;
 pub mod raft;
+pub mod server;
 pub mod store;

@@ -248,7 +248,7 @@ impl Applier {
         rooms.sort_unstable();
         rooms.dedup();
         for name in rooms {
-            self.trim(batch, &name, now)?;
+            self.trim(batch, name, now)?;
         }
         Ok(Reply::Published(published))
     }

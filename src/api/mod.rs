@@ -1,0 +1,99 @@
+//! The HTTP surface of a node: the public API (DESIGN §4), cluster
+//! administration, and the internal Raft transport, on one axum router.
+
+mod admin;
+pub mod error;
+pub mod event_json;
+pub mod input;
+mod internal;
+pub mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use internal::constant_time_eq;
+
+use crate::node::Node;
+
+/// Largest body on the internal routes (snapshot chunks, big appends).
+const INTERNAL_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    /// This node.
+    pub node: Arc<Node>,
+    /// Client for relaying admin requests to the leader.
+    pub http: reqwest::Client,
+}
+
+/// The whole router of a node.
+pub fn router(node: Arc<Node>) -> Router {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap_or_default();
+    let state = AppState { node: node.clone(), http };
+    // Bodies are read whole and then checked, so that an oversized event
+    // gets a JSON error naming the limit rather than a bare 413.
+    let public_limit = node.config.max_event_bytes.saturating_mul(MAX_BATCH_FACTOR).max(16 * 1024 * 1024);
+
+    let internal = Router::new()
+        .route("/raft/append", post(internal::append))
+        .route("/raft/vote", post(internal::vote))
+        .route("/raft/snapshot", post(internal::snapshot))
+        .route("/raft/forward", post(internal::forward))
+        .route("/raft/read-index", post(internal::read_index))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), internal::require_secret))
+        .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
+
+    let public = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/stream/list", get(stream::list))
+        .route("/stream/{room}", post(stream::create_room).put(stream::get_or_create_room).delete(stream::delete_room))
+        .route("/stream/{room}/publish", post(stream::publish))
+        .route("/stream/{room}/batch", post(stream::batch))
+        .route("/stream/{room}/history", get(stream::history))
+        .route("/stream/{room}/stats", get(stream::stats))
+        .route("/admin/cluster", get(admin::status))
+        .route("/admin/cluster/init", post(admin::init))
+        .route("/admin/cluster/learners", post(admin::add_learner))
+        .route("/admin/cluster/voters", post(admin::promote))
+        .route("/admin/cluster/members/{id}", delete(admin::remove))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(public_limit));
+
+    public.merge(internal).with_state(state)
+}
+
+/// Batch bodies may hold this many maximum-size events.
+const MAX_BATCH_FACTOR: usize = 4;
+
+async fn not_found() -> Response {
+    let body = json!({ "error": "no such endpoint", "code": 404 });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// `GET /health`: the process is up and serving.
+async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "id": app.node.id() }))
+}
+
+/// `GET /ready`: a leader is known and this node has applied its log.
+async fn ready(State(app): State<AppState>) -> Response {
+    let status = app.node.status();
+    if app.node.is_ready() {
+        Json(json!({ "ready": true, "id": status.id, "leader": status.leader })).into_response()
+    } else {
+        let body = json!({
+            "error": format!("not ready: state {}, leader {:?}", status.state, status.leader),
+            "code": 503,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}

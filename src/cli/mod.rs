@@ -1,0 +1,157 @@
+//! The `synap` command line: the server (`serve`) and the client
+//! subcommands (DESIGN §3).
+
+mod client_cmds;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::node::NodeConfig;
+use crate::raft::NodeId;
+
+/// Synap: a clustered, replicated event-stream server.
+#[derive(Debug, Parser)]
+#[command(name = "synap", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Publish one event.
+    Publish(client_cmds::PublishArgs),
+    /// Print a room's events, one JSON object per line.
+    History(client_cmds::HistoryArgs),
+    /// List rooms.
+    Rooms(client_cmds::ClientArgs),
+    /// Show a room's statistics.
+    Stats(client_cmds::StatsArgs),
+    /// Inspect or change the cluster.
+    Cluster(client_cmds::ClusterArgs),
+    /// Exit 0 if the node is ready (has a leader and is caught up).
+    Health(client_cmds::HealthArgs),
+}
+
+/// `synap serve` flags. Each has a `SYNAP_*` environment twin.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This node's id.
+    #[arg(long, env = "SYNAP_ID", default_value_t = 1)]
+    id: NodeId,
+    /// Address to listen on.
+    #[arg(long, env = "SYNAP_LISTEN", default_value = "127.0.0.1:15500")]
+    listen: SocketAddr,
+    /// URL other nodes use to reach this one (default: http://LISTEN).
+    #[arg(long, env = "SYNAP_ADVERTISE")]
+    advertise: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "SYNAP_DATA_DIR", default_value = "./synap-data")]
+    data_dir: PathBuf,
+    /// Initial voters: 1=URL,2=URL,3=URL (including this node).
+    #[arg(long, env = "SYNAP_PEERS")]
+    peers: Option<String>,
+    /// Join a running cluster through this member's URL.
+    #[arg(long, env = "SYNAP_JOIN", conflicts_with = "peers")]
+    join: Option<String>,
+    /// Shared secret required on internal (/raft) requests.
+    #[arg(long, env = "SYNAP_CLUSTER_SECRET")]
+    cluster_secret: Option<String>,
+    /// How long a write may wait for a leader and a commit, in milliseconds.
+    #[arg(long, env = "SYNAP_WRITE_TIMEOUT_MS", default_value_t = 5000)]
+    write_timeout_ms: u64,
+    /// Largest event (data + metadata) in bytes.
+    #[arg(long, env = "SYNAP_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
+    max_event_bytes: usize,
+    /// Refuse publishes to rooms that do not exist instead of creating them.
+    #[arg(long, env = "SYNAP_NO_AUTO_CREATE")]
+    no_auto_create: bool,
+    /// Snapshot the state (and purge the log behind it) every N log
+    /// entries; 0 = never.
+    #[arg(long, env = "SYNAP_SNAPSHOT_EVERY", default_value_t = 20_000)]
+    snapshot_every: u64,
+}
+
+/// Why the command line was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// Parses `1=URL,2=URL`.
+pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>, UsageError> {
+    let mut peers = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, url) = part
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--peers: '{part}' is not ID=URL")))?;
+        let id: NodeId = id.trim().parse().map_err(|_| UsageError(format!("--peers: '{id}' is not a node id")))?;
+        let url = url.trim().trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(UsageError(format!("--peers: '{url}' is not an http:// URL")));
+        }
+        if peers.insert(id, url.to_owned()).is_some() {
+            return Err(UsageError(format!("--peers: node {id} is listed twice")));
+        }
+    }
+    Ok(peers)
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<NodeConfig, UsageError> {
+        let advertise = self.advertise.unwrap_or_else(|| format!("http://{}", self.listen));
+        let peers = match &self.peers {
+            Some(spec) => parse_peers(spec)?,
+            None => BTreeMap::new(),
+        };
+        if !peers.is_empty() && !peers.contains_key(&self.id) {
+            return Err(UsageError(format!("--peers does not list this node's id {}", self.id)));
+        }
+        Ok(NodeConfig {
+            id: self.id,
+            listen: self.listen,
+            advertise: advertise.trim_end_matches('/').to_owned(),
+            data_dir: self.data_dir,
+            peers,
+            join: self.join,
+            cluster_secret: self.cluster_secret.filter(|s| !s.is_empty()),
+            write_timeout: Duration::from_millis(self.write_timeout_ms.max(1)),
+            max_event_bytes: self.max_event_bytes,
+            auto_create_rooms: !self.no_auto_create,
+            snapshot_every: self.snapshot_every,
+        })
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Publish(args) => client_cmds::publish(args).await,
+        Command::History(args) => client_cmds::history(args).await,
+        Command::Rooms(args) => client_cmds::rooms(args).await,
+        Command::Stats(args) => client_cmds::stats(args).await,
+        Command::Cluster(args) => client_cmds::cluster(args).await,
+        Command::Health(args) => client_cmds::health(args).await,
+    };
+    match outcome {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("error: {message}");
+            1
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYNAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("synap=info,openraft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let config = args.into_config().map_err(|e| e.to_string())?;
+    crate::server::serve(config).await.map_err(|e| e.to_string())
+}

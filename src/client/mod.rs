@@ -1,0 +1,223 @@
+//! A small HTTP client for Synap, used by the CLI and by tests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), synap::client::ClientError> {
+//! let client = synap::client::Client::new("http://127.0.0.1:15500");
+//! let published = client.publish("system-events", "user.registered", &serde_json::json!({"id": 1}), None, None).await?;
+//! let page = client.history("system-events", 0, 100).await?;
+//! assert!(page.events.iter().any(|e| e.offset == published.offset));
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::stream::RoomStats;
+use crate::node::cluster::ClusterStatus;
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered with an error status.
+    #[error("{status}: {message}")]
+    Http {
+        /// HTTP status code.
+        status: u16,
+        /// The server's `error` message.
+        message: String,
+    },
+    /// The node could not be reached or the connection broke.
+    #[error("cannot reach {url}: {reason}")]
+    Transport {
+        /// The URL tried.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+}
+
+/// Answer to a publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResult {
+    /// Offset the event got.
+    pub offset: u64,
+    /// Room it went to.
+    pub room: String,
+    /// Cluster time stamped on it.
+    pub timestamp: u64,
+    /// Whether it was a duplicate of an earlier publish with the same id.
+    pub duplicate: bool,
+}
+
+/// An event as reads return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Its offset in the room.
+    pub offset: u64,
+    /// The room.
+    pub room: String,
+    /// Event type.
+    pub event: String,
+    /// Payload.
+    pub data: Value,
+    /// Metadata object.
+    pub metadata: Value,
+    /// Cluster time in Unix milliseconds.
+    pub timestamp: u64,
+    /// Event id.
+    pub id: String,
+}
+
+/// One page of history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The events.
+    pub events: Vec<Event>,
+    /// Where the next page starts.
+    pub next_offset: u64,
+    /// Lowest retained offset of the room.
+    pub min_offset: u64,
+    /// Highest offset of the room, if it has events.
+    pub max_offset: Option<u64>,
+}
+
+/// A client bound to one node's base URL.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the node at `base_url` (e.g. `http://127.0.0.1:15500`).
+    pub fn new(base_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Self { base: base_url.trim_end_matches('/').to_owned(), http }
+    }
+
+    /// The node's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport { url: url.to_owned(), reason: e.to_string() })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport { url: url.to_owned(), reason: e.to_string() })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Http { status: status.as_u16(), message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.get(&url), &url).await
+    }
+
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.post(&url).json(body), &url).await
+    }
+
+    /// Publishes one event.
+    pub async fn publish(
+        &self,
+        room: &str,
+        event: &str,
+        data: &Value,
+        metadata: Option<&Value>,
+        id: Option<&str>,
+    ) -> Result<PublishResult, ClientError> {
+        let mut body = serde_json::json!({ "event": event, "data": data });
+        if let Some(metadata) = metadata {
+            body["metadata"] = metadata.clone();
+        }
+        if let Some(id) = id {
+            body["id"] = Value::from(id);
+        }
+        self.post(&format!("/stream/{room}/publish"), &body).await
+    }
+
+    /// Reads a page of `room` from `from` (negative: from the end).
+    pub async fn history(&self, room: &str, from: i64, limit: usize) -> Result<HistoryPage, ClientError> {
+        self.get(&format!("/stream/{room}/history?from_offset={from}&limit={limit}")).await
+    }
+
+    /// Reads the whole retained history of `room`, page by page.
+    pub async fn history_all(&self, room: &str) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self.history(room, from as i64, crate::store::MAX_PAGE).await?;
+            let done = page.events.is_empty() || page.max_offset.is_none_or(|max| page.next_offset > max);
+            events.extend(page.events);
+            if done {
+                return Ok(events);
+            }
+            from = page.next_offset;
+        }
+    }
+
+    /// Names of all rooms.
+    pub async fn rooms(&self) -> Result<Vec<String>, ClientError> {
+        let value: Value = self.get("/stream/list").await?;
+        serde_json::from_value(value["rooms"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Statistics of `room`.
+    pub async fn stats(&self, room: &str) -> Result<RoomStats, ClientError> {
+        self.get(&format!("/stream/{room}/stats")).await
+    }
+
+    /// The node's view of the cluster.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.get("/admin/cluster").await
+    }
+
+    /// Initialises the cluster from the node's own configuration.
+    pub async fn cluster_init(&self) -> Result<Value, ClientError> {
+        self.post("/admin/cluster/init", &serde_json::json!({})).await
+    }
+
+    /// Adds a learner and waits until it has caught up.
+    pub async fn add_learner(&self, id: u64, url: &str) -> Result<Value, ClientError> {
+        self.post("/admin/cluster/learners", &serde_json::json!({ "id": id, "url": url })).await
+    }
+
+    /// Promotes a learner to voter.
+    pub async fn promote(&self, id: u64) -> Result<Value, ClientError> {
+        self.post("/admin/cluster/voters", &serde_json::json!({ "id": id })).await
+    }
+
+    /// Removes a member.
+    pub async fn remove(&self, id: u64) -> Result<Value, ClientError> {
+        let url = format!("{}/admin/cluster/members/{id}", self.base);
+        self.send(self.http.delete(&url), &url).await
+    }
+
+    /// `/ready`: Ok when the node has a leader and is caught up.
+    pub async fn ready(&self) -> Result<Value, ClientError> {
+        self.get("/ready").await
+    }
+}

@@ -1,0 +1,345 @@
+//! Cluster lifecycle: opening a node, forming the cluster (`--peers`),
+//! joining one (`--join`), membership changes and status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{ChangeMembers, Config, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::forward::{ForwardError, Forwarder};
+use super::proposer::Proposer;
+use super::{Node, NodeConfig, WriteError};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetworkFactory;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{self, NodeId};
+use crate::store::{Store, StoreError};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be opened.
+    #[error("cannot open data directory: {0}")]
+    Storage(#[from] StoreError),
+    /// openraft refused the configuration or failed to start.
+    #[error("cannot start raft: {0}")]
+    Raft(String),
+}
+
+/// Why a membership operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Must run on the leader; here is who that is.
+    #[error("this node is not the leader")]
+    NotLeader(Option<(NodeId, String)>),
+    /// The named node is not a member.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
+    /// The cluster could not do it in time.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// One member as `/admin/cluster` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Its advertised URL.
+    pub url: String,
+    /// Voter (true) or learner.
+    pub voter: bool,
+    /// Highest log index known replicated to it (leader's view only).
+    pub matched_index: Option<u64>,
+}
+
+/// What `/admin/cluster` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The answering node.
+    pub id: NodeId,
+    /// Its role: Leader, Follower, Candidate or Learner.
+    pub state: String,
+    /// Current leader, if known.
+    pub leader: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Last log index on this node.
+    pub last_log_index: Option<u64>,
+    /// Last applied index on this node.
+    pub last_applied: Option<u64>,
+    /// Every member, voters and learners.
+    pub members: Vec<MemberStatus>,
+}
+
+/// Opens the node's storage and starts Raft. Forming or joining a cluster
+/// happens in [`bootstrap`], once the node serves HTTP.
+pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(StoreError::from)?;
+    let db = sled::Config::new()
+        .path(config.data_dir.join("db"))
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .map_err(StoreError::from)?;
+    let log = LogStore::open(&db).map_err(StoreError::from)?;
+    let store = Store::open(&db)?;
+    let sm = StateMachine::open(store.clone(), &config.data_dir.join("snapshot"))?;
+    let applied = sm.subscribe();
+
+    let raft_config = Config {
+        cluster_name: "synap".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 700,
+        election_timeout_max: 1400,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: if config.snapshot_every == 0 {
+            SnapshotPolicy::Never
+        } else {
+            SnapshotPolicy::LogsSinceLast(config.snapshot_every)
+        },
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let network = NetworkFactory::new(config.id, config.cluster_secret.clone());
+    let raft = raft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let proposer = Proposer::start(raft.clone());
+    let forwarder = Forwarder::new(config.cluster_secret.clone());
+    Ok(Arc::new(Node { config, raft, store, applied, proposer, forwarder }))
+}
+
+/// Forms or joins the cluster as the configuration says. Never
+/// re-initialises a node that already has Raft state.
+pub async fn bootstrap(node: Arc<Node>) {
+    let initialized = node.raft.is_initialized().await.unwrap_or(true);
+    if initialized {
+        return;
+    }
+    if let Some(join) = node.config.join.clone() {
+        join_cluster(&node, &join).await;
+    } else if node.config.peers.is_empty() {
+        let members = BTreeMap::from([(node.id(), node.config.advertise.clone())]);
+        if let Err(e) = node.initialize(members).await {
+            tracing::error!("cannot initialise a one-node cluster: {e}");
+        }
+    } else if node.config.peers.keys().next() == Some(&node.id()) {
+        wait_for_peers(&node).await;
+        match node.initialize(node.config.peers.clone()).await {
+            Ok(()) => tracing::info!("cluster initialised with {} voters", node.config.peers.len()),
+            Err(e) => tracing::warn!("not initialising: {e}"),
+        }
+    }
+}
+
+async fn wait_for_peers(node: &Node) {
+    let client = reqwest::Client::new();
+    loop {
+        let mut missing = Vec::new();
+        for (id, url) in &node.config.peers {
+            let health = format!("{}/health", url.trim_end_matches('/'));
+            let up = client.get(&health).timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success());
+            if !up {
+                missing.push(*id);
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        // Another node may have initialised us meanwhile (e.g. after a
+        // restart of this one): then there is nothing left to do.
+        if node.raft.is_initialized().await.unwrap_or(true) {
+            return;
+        }
+        tracing::info!("waiting for peers {missing:?} before initialising the cluster");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn join_cluster(node: &Node, join: &str) {
+    let client = reqwest::Client::new();
+    let base = join.trim_end_matches('/');
+    let learner = serde_json::json!({ "id": node.id(), "url": node.config.advertise });
+    let voter = serde_json::json!({ "id": node.id() });
+    let steps = [("learners", learner), ("voters", voter)];
+    for (path, body) in steps {
+        loop {
+            let url = format!("{base}/admin/cluster/{path}");
+            match client.post(&url).json(&body).timeout(Duration::from_secs(300)).send().await {
+                Ok(resp) if resp.status().is_success() => break,
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    tracing::warn!("join: {url} answered {status}: {text}");
+                }
+                Err(e) => tracing::warn!("join: {url}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::info!("join: {path} step done");
+    }
+}
+
+/// Asks the leader at `url` for a read index (see [`Node::read_barrier`]).
+pub(crate) async fn remote_read_index(forwarder: &Forwarder, url: &str, timeout: Duration) -> Result<u64, WriteError> {
+    forwarder.read_index(url, timeout).await.map_err(|e| match e {
+        ForwardError::NotTaken(e) | ForwardError::Unknown(e) => WriteError::Unavailable(e),
+    })
+}
+
+fn node_of(url: &str) -> raft::Node {
+    raft::Node { addr: url.trim_end_matches('/').to_owned() }
+}
+
+impl Node {
+    /// The leader's read index: the commit index once a quorum confirmed
+    /// this node still leads, after it is applied here.
+    pub async fn local_read_index(&self) -> Result<u64, WriteError> {
+        let fut = self.raft.ensure_linearizable();
+        match tokio::time::timeout(self.config.write_timeout, fut).await {
+            Ok(Ok(index)) => Ok(index.map_or(0, |id| id.index)),
+            Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
+            Err(_) => Err(WriteError::Unavailable("no quorum answered in time".into())),
+        }
+    }
+
+    /// Initialises a new cluster with `members` as voters.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), AdminError> {
+        if !members.contains_key(&self.id()) {
+            return Err(AdminError::Invalid(format!("members must include this node ({})", self.id())));
+        }
+        let nodes: BTreeMap<_, _> = members.iter().map(|(id, url)| (*id, node_of(url))).collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                Err(AdminError::Invalid("the cluster is already initialised".into()))
+            }
+            Err(e) => Err(AdminError::Invalid(e.to_string())),
+        }
+    }
+
+    /// Adds `id` at `url` as a learner and waits until it has caught up.
+    /// Membership changes answer the log index of the change.
+    pub async fn add_learner(&self, id: NodeId, url: &str) -> Result<u64, AdminError> {
+        self.ensure_leader()?;
+        let result = self.raft.add_learner(id, node_of(url), true).await;
+        self.membership_result(result)
+    }
+
+    /// Makes learner `id` a voter.
+    pub async fn promote(&self, id: NodeId) -> Result<u64, AdminError> {
+        self.ensure_leader()?;
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let membership = membership.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(AdminError::NotFound(format!("node {id} is not a member; add it as a learner first")));
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            return Ok(self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index));
+        }
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await
+    }
+
+    /// Removes `id` from the cluster, voter or learner.
+    pub async fn remove(&self, id: NodeId) -> Result<u64, AdminError> {
+        self.ensure_leader()?;
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let membership = membership.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(AdminError::NotFound(format!("node {id} is not a member")));
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await
+        } else {
+            self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await
+        }
+    }
+
+    /// Where this node stands in the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus {
+                id: *id,
+                url: node.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|log_id| log_id.index),
+            })
+            .collect();
+        ClusterStatus {
+            id: self.id(),
+            state: format!("{:?}", metrics.state),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied: metrics.last_applied.map(|id| id.index),
+            members,
+        }
+    }
+
+    /// Ready: a leader is known, it is reachable or is us with a live
+    /// quorum, and this node has applied its whole local log.
+    pub fn is_ready(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let Some(leader) = metrics.current_leader else { return false };
+        let caught_up = metrics.last_applied.map(|id| id.index) >= metrics.last_log_index;
+        let quorum_fresh = leader != self.id() || metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 3_000);
+        caught_up && quorum_fresh
+    }
+
+    fn ensure_leader(&self) -> Result<(), AdminError> {
+        match self.leader() {
+            Some((leader, _)) if leader == self.id() => Ok(()),
+            other => Err(AdminError::NotLeader(other)),
+        }
+    }
+
+    async fn change_membership(&self, change: ChangeMembers<NodeId, raft::Node>) -> Result<u64, AdminError> {
+        // Right after start or another change, openraft answers InProgress
+        // until the previous membership commits: retry for a bounded time.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let result = self.raft.change_membership(change.clone(), false).await;
+            match result {
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))))
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return self.membership_result(other),
+            }
+        }
+    }
+
+    fn membership_result(
+        &self,
+        result: Result<ClientWriteResponse<raft::TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, raft::Node>>>,
+    ) -> Result<u64, AdminError> {
+        match result {
+            Ok(response) => Ok(response.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = f.leader_id.zip(f.leader_node).map(|(id, n)| (id, n.addr));
+                Err(AdminError::NotLeader(leader))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(AdminError::Invalid(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(AdminError::Unavailable(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! One cluster member: its Raft instance, its applied store, and the write
+//! path that gets a client's request committed wherever the leader is.
+//!
+//! Writes go api → [`Node::write`] → (this node's [`Proposer`] if it leads,
+//! else the leader's via [`Forwarder`]) → Raft → state machine. A write is
+//! answered only once this node has applied it, so a client reading from the
+//! node it wrote through sees its own write.
+
+pub mod cluster;
+pub mod forward;
+pub mod proposer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::command::{Reply, Request};
+use crate::raft::state_machine::Applied;
+use crate::raft::{NodeId, Raft};
+use crate::store::Store;
+use forward::{ForwardError, ForwardReply, Forwarder};
+use proposer::{Committed, ProposeError, Proposer};
+
+/// Settings of one node (`synap serve`).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This member's id.
+    pub id: NodeId,
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// Base URL the other members and clients use to reach this node.
+    pub advertise: String,
+    /// Where the log, the state and snapshots live.
+    pub data_dir: PathBuf,
+    /// Initial voters (id → base URL), including this node; empty for a
+    /// one-node cluster or a joining node.
+    pub peers: BTreeMap<NodeId, String>,
+    /// A member of a running cluster to join through.
+    pub join: Option<String>,
+    /// Shared secret required on `/raft/*` routes.
+    pub cluster_secret: Option<String>,
+    /// How long a write may wait for a leader and a commit.
+    pub write_timeout: Duration,
+    /// Largest accepted event body (data plus metadata), in bytes.
+    pub max_event_bytes: usize,
+    /// Whether publishing to a missing room creates it.
+    pub auto_create_rooms: bool,
+    /// Build a snapshot (and purge the log behind it) every this many
+    /// entries; 0 disables snapshots.
+    pub snapshot_every: u64,
+}
+
+/// Why a write was not answered with a result.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No leader could take the request before the deadline; nothing was
+    /// written.
+    #[error("no leader available: {0}")]
+    Unavailable(String),
+    /// The request may or may not have been committed.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// A running cluster member.
+pub struct Node {
+    /// Settings it was started with.
+    pub config: NodeConfig,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// Read access to the applied state.
+    pub store: Store,
+    applied: watch::Receiver<Applied>,
+    proposer: Proposer,
+    forwarder: Forwarder,
+}
+
+impl Node {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// Follows the applied index and the rooms each apply touched.
+    pub fn applied(&self) -> watch::Receiver<Applied> {
+        self.applied.clone()
+    }
+
+    /// The current leader and its URL, as far as this node knows.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node.addr))
+    }
+
+    /// Gets `request` committed by the leader and applied here, retrying
+    /// across leader changes while that is safe, until `write_timeout`.
+    pub async fn write(&self, request: Request) -> Result<Reply, WriteError> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        let mut metrics = self.raft.metrics();
+        let mut last_problem = String::from("no leader elected");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(WriteError::Unavailable(last_problem));
+            }
+            match self.leader() {
+                Some((leader, _)) if leader == self.id() => {
+                    match tokio::time::timeout(remaining, self.proposer.propose(request.clone())).await {
+                        Ok(Ok(committed)) => return Ok(committed.reply),
+                        Ok(Err(ProposeError::NotLeader { .. })) => last_problem = "leadership changed".into(),
+                        Ok(Err(ProposeError::Unknown(e))) => return Err(WriteError::Unknown(e)),
+                        Err(_) => return Err(WriteError::Unknown("not committed within the write timeout".into())),
+                    }
+                }
+                Some((leader, url)) => {
+                    match self.forwarder.forward(&url, &request, remaining).await {
+                        Ok(ForwardReply::Committed { reply, log_index }) => {
+                            return self.wait_applied(log_index, deadline).await.map(|()| reply);
+                        }
+                        Ok(ForwardReply::NotLeader { .. }) => last_problem = format!("node {leader} is no longer the leader"),
+                        Ok(ForwardReply::Unknown(e)) => return Err(WriteError::Unknown(e)),
+                        Err(ForwardError::NotTaken(e)) => last_problem = format!("leader {leader} unreachable: {e}"),
+                        Err(ForwardError::Unknown(e)) => return Err(WriteError::Unknown(e)),
+                    }
+                }
+                None => {}
+            }
+            // Wait for the cluster to change (new leader, new term), but
+            // poll at least every 50 ms: a refused connection to a dead
+            // leader changes no metric until the election.
+            let pause = remaining.min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(pause, metrics.changed()).await;
+        }
+    }
+
+    /// The leader side of `/raft/forward`: proposes only if this node leads.
+    pub async fn propose_forwarded(&self, request: Request, timeout: Duration) -> ForwardReply {
+        match self.leader() {
+            Some((leader, _)) if leader == self.id() => {}
+            other => return ForwardReply::NotLeader { leader: other.map(|(id, _)| id) },
+        }
+        match tokio::time::timeout(timeout, self.proposer.propose(request)).await {
+            Ok(Ok(Committed { reply, log_index })) => ForwardReply::Committed { reply, log_index },
+            Ok(Err(ProposeError::NotLeader { leader })) => ForwardReply::NotLeader { leader: leader.map(|(id, _)| id) },
+            Ok(Err(ProposeError::Unknown(e))) => ForwardReply::Unknown(e),
+            Err(_) => ForwardReply::Unknown("not committed within the write timeout".into()),
+        }
+    }
+
+    /// Waits until this node has applied `log_index`, up to `deadline`.
+    pub async fn wait_applied(&self, log_index: u64, deadline: Instant) -> Result<(), WriteError> {
+        let mut applied = self.applied.clone();
+        let reached = tokio::time::timeout_at(deadline, applied.wait_for(|a| a.index >= log_index)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(WriteError::Unknown(format!(
+                "committed at log index {log_index} but not yet applied on this node; read from the leader"
+            ))),
+        }
+    }
+
+    /// Waits until this node has applied everything the leader had
+    /// committed when the call started (a linearizable read point).
+    pub async fn read_barrier(&self) -> Result<(), WriteError> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        match self.leader() {
+            Some((leader, _)) if leader == self.id() => {
+                let fut = self.raft.ensure_linearizable();
+                match tokio::time::timeout_at(deadline, fut).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
+                    Err(_) => Err(WriteError::Unavailable("no quorum answered in time".into())),
+                }
+            }
+            Some((_, url)) => {
+                let index = cluster::remote_read_index(&self.forwarder, &url, self.config.write_timeout).await?;
+                self.wait_applied(index, deadline).await
+            }
+            None => Err(WriteError::Unavailable("no leader elected".into())),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Group commit: one task turns the concurrent requests of many clients into
+//! few Raft entries.
+//!
+//! openraft pays a log fsync (on the leader and on each follower) per
+//! `client_write`. The proposer therefore takes every request waiting in its
+//! queue, packs them into one [`Command`], proposes it, and answers each
+//! client with its own [`Reply`] once the entry is applied. While proposals
+//! are in flight new requests pile up and form the next, larger batch, so the
+//! batch size grows with the load by itself.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::command::{Command, Reply, Request};
+use crate::raft::{Node, NodeId, Raft};
+
+/// Most requests packed into one Raft entry.
+const MAX_BATCH_REQUESTS: usize = 2048;
+/// Most Raft entries proposed and not yet applied at once.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// A request that was committed and applied on this node.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The state machine's answer.
+    pub reply: Reply,
+    /// Log index of the entry that carried the request.
+    pub log_index: u64,
+}
+
+/// Why a proposal did not produce a [`Committed`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader; the request was not appended anywhere.
+    #[error("this node is not the leader")]
+    NotLeader {
+        /// The leader, if this node knows it.
+        leader: Option<(NodeId, Node)>,
+    },
+    /// The entry may or may not commit (Raft stopped while it was pending).
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+struct Pending {
+    request: Request,
+    reply: oneshot::Sender<Result<Committed, ProposeError>>,
+}
+
+/// Handle to the proposer task of this node.
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the proposer task for `raft`.
+    pub fn start(raft: Raft) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, rx));
+        Self { queue }
+    }
+
+    /// Proposes `request` and waits until it is applied on this node.
+    pub async fn propose(&self, request: Request) -> Result<Committed, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        let stopped = || ProposeError::Unknown("the proposer stopped".into());
+        self.queue.send(Pending { request, reply }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut clock = ClusterClock::default();
+    let mut batch = Vec::with_capacity(MAX_BATCH_REQUESTS);
+    loop {
+        // Wait for a free slot first: requests that arrive meanwhile join
+        // this batch instead of making their own entry.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        if queue.recv_many(&mut batch, MAX_BATCH_REQUESTS).await == 0 {
+            return;
+        }
+        let (requests, waiters): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.request, p.reply)).unzip();
+        let command = Command { timestamp_ms: clock.now(), requests };
+        let receiver = match raft.client_write_ff(command).await {
+            Ok(receiver) => receiver,
+            Err(fatal) => {
+                let error = ProposeError::Unknown(format!("raft stopped: {fatal}"));
+                for waiter in waiters {
+                    let _ = waiter.send(Err(error.clone()));
+                }
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let outcome = receiver.await;
+            drop(permit);
+            let replies = match outcome {
+                Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
+                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+                    let leader = forward.leader_id.zip(forward.leader_node);
+                    Err(ProposeError::NotLeader { leader })
+                }
+                Ok(Err(other)) => Err(ProposeError::Unknown(other.to_string())),
+                Err(_) => Err(ProposeError::Unknown("raft dropped the proposal".into())),
+            };
+            match replies {
+                Ok((log_index, replies)) => {
+                    for (waiter, reply) in waiters.into_iter().zip(replies) {
+                        let _ = waiter.send(Ok(Committed { reply, log_index }));
+                    }
+                }
+                Err(error) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(error.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Unix milliseconds that never go backwards on this proposer, even if the
+/// wall clock does.
+#[derive(Default)]
+struct ClusterClock {
+    last: u64,
+}
+
+impl ClusterClock {
+    fn now(&mut self) -> u64 {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.last = self.last.max(wall);
+        self.last
+    }
+}

@@ -1,0 +1,57 @@
+//! `synap serve`: open the node, serve HTTP, form or join the cluster, and
+//! shut down cleanly on SIGINT/SIGTERM.
+
+use crate::api;
+use crate::node::{cluster, NodeConfig};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The node could not start.
+    #[error(transparent)]
+    Start(#[from] cluster::StartError),
+    /// The listen address could not be bound or serving failed.
+    #[error("cannot serve on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs a node until it is told to stop.
+pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
+    let addr = config.listen;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
+    let node = cluster::open(config).await?;
+    tracing::info!(id = node.id(), %addr, advertise = %node.config.advertise, "serving");
+    tokio::spawn(cluster::bootstrap(node.clone()));
+    let app = api::router(node.clone());
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    served.map_err(|source| ServeError::Listen { addr, source })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,367 @@
+//! Test harness: real `synap` processes on 127.0.0.1 with free ports and
+//! temporary data directories.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use synap::client::{Client, ClientError, Event};
+use tempfile::TempDir;
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// One `synap serve` process and how to restart it.
+pub struct NodeProc {
+    pub id: u64,
+    pub url: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_synap"))
+            .args(&self.args)
+            .env("SYNAP_LOG", "synap=info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn synap");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url)
+    }
+}
+
+/// A set of nodes sharing one temporary directory.
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub dir: TempDir,
+    pub extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with `--peers` listing all of them.
+    pub fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        let dir = TempDir::new().expect("temp dir");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let peers: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("{}=http://127.0.0.1:{p}", i + 1)).collect();
+        let peers = peers.join(",");
+        let mut cluster = Cluster { nodes: Vec::new(), dir, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        for (i, port) in ports.iter().enumerate() {
+            let id = i as u64 + 1;
+            let mut args = vec!["--peers".to_owned(), peers.clone()];
+            args.extend(cluster.extra_args.clone());
+            let node = cluster.make_node(id, *port, args);
+            cluster.nodes.push(node);
+        }
+        for node in &mut cluster.nodes {
+            node.start();
+        }
+        cluster
+    }
+
+    fn make_node(&self, id: u64, port: u16, extra: Vec<String>) -> NodeProc {
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        let log = self.dir.path().join(format!("node{id}.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        let mut args = vec![
+            "serve".to_owned(),
+            "--id".to_owned(),
+            id.to_string(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+        ];
+        args.extend(extra);
+        NodeProc { id, url, port, data_dir, log, args, child: None }
+    }
+
+    /// Starts a new node that joins through `via`.
+    pub fn add_joining_node(&mut self, id: u64, via: &str) -> usize {
+        let port = free_port();
+        let mut extra = vec!["--join".to_owned(), via.to_owned()];
+        extra.extend(self.extra_args.clone());
+        let mut node = self.make_node(id, port, extra);
+        node.start();
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProc {
+        self.nodes.iter().find(|n| n.id == id).expect("no such node")
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("no such node")
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.url.clone()).collect()
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &NodeProc> {
+        self.nodes.iter().filter(|n| n.is_running())
+    }
+
+    /// Waits until every running node answers `/ready`.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let ids: Vec<u64> = self.running().map(|n| n.id).collect();
+        for id in ids {
+            let client = self.node(id).client();
+            wait_for(timeout, &format!("node {id} to be ready"), || {
+                let client = client.clone();
+                async move { client.ready().await.is_ok() }
+            })
+            .await;
+        }
+    }
+
+    /// The leader id as the running nodes agree on it.
+    pub async fn leader(&self, timeout: Duration) -> u64 {
+        let clients: Vec<Client> = self.running().map(|n| n.client()).collect();
+        let mut found = None;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut leaders = Vec::new();
+            for client in &clients {
+                if let Ok(status) = client.cluster_status().await {
+                    leaders.push(status.leader);
+                }
+            }
+            if leaders.len() == clients.len() && leaders.windows(2).all(|w| w[0] == w[1]) {
+                if let Some(Some(leader)) = leaders.first() {
+                    if self.nodes.iter().any(|n| n.id == *leader && n.is_running()) {
+                        found = Some(*leader);
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        found.unwrap_or_else(|| panic!("running nodes did not agree on a live leader within {timeout:?}"))
+    }
+
+    /// Waits until `room` has `count` events on every running node, then
+    /// returns each node's full history of it.
+    pub async fn converged_history(&self, room: &str, count: u64, timeout: Duration) -> BTreeMap<u64, Vec<Event>> {
+        let mut histories = BTreeMap::new();
+        for node in self.running() {
+            let client = node.client();
+            let what = format!("node {} to hold {count} events in {room}", node.id);
+            wait_for(timeout, &what, || {
+                let client = client.clone();
+                async move { client.stats(room).await.is_ok_and(|s| s.next_offset >= count) }
+            })
+            .await;
+            histories.insert(node.id, client.history_all(room).await.expect("history"));
+        }
+        histories
+    }
+
+    pub fn dump_logs(&self) {
+        for node in &self.nodes {
+            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("----- node {} log (last {} lines) -----\n{}", node.id, tail.len(), tail.join("\n"));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+}
+
+/// Polls `check` until it holds, failing with `what` after `timeout`.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Raw HTTP for tests that check status codes and bodies.
+pub async fn raw(method: reqwest::Method, url: &str, body: Option<&str>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut request = client.request(method, url).timeout(Duration::from_secs(30));
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body.to_owned());
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// An acknowledged publish: what was sent and where it landed.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub room: String,
+    pub offset: u64,
+    pub id: String,
+    pub data: Value,
+}
+
+/// Checks `acks` against the histories of every node: each acknowledged
+/// offset holds exactly the acknowledged event, offsets are dense from 0, and
+/// all nodes hold identical histories.
+pub fn check_acks(acks: &[Ack], histories: &BTreeMap<String, BTreeMap<u64, Vec<Event>>>) {
+    for (room, per_node) in histories {
+        let mut reference: Option<(&u64, &Vec<Event>)> = None;
+        for (node, events) in per_node {
+            for (i, event) in events.iter().enumerate() {
+                assert_eq!(event.offset, i as u64, "node {node} room {room}: offsets not dense at position {i}");
+            }
+            match reference {
+                None => reference = Some((node, events)),
+                Some((ref_node, ref_events)) => {
+                    assert_eq!(ref_events, events, "room {room}: node {node} differs from node {ref_node}")
+                }
+            }
+        }
+    }
+    for ack in acks {
+        let per_node = histories.get(&ack.room).unwrap_or_else(|| panic!("room {} missing", ack.room));
+        for (node, events) in per_node {
+            let event = events
+                .get(ack.offset as usize)
+                .unwrap_or_else(|| panic!("node {node}: acknowledged {}@{} is missing", ack.room, ack.offset));
+            assert_eq!(event.id, ack.id, "node {node}: {}@{} holds another event", ack.room, ack.offset);
+            assert_eq!(event.data, ack.data, "node {node}: {}@{} has other data", ack.room, ack.offset);
+        }
+    }
+}
+
+/// Background publishers: each task publishes to `rooms` through `urls`
+/// in turn until stopped, recording every acknowledgement and failure.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub acks: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Ack)>>>,
+    pub failures: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Load {
+    pub fn start(publishers: usize, urls: Vec<String>, rooms: Vec<String>) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for p in 0..publishers {
+            let (stop, acks, failures) = (stop.clone(), acks.clone(), failures.clone());
+            let clients: Vec<Client> = urls.iter().map(|u| Client::new(u)).collect();
+            let rooms = rooms.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seq = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let client = &clients[(p + seq) % clients.len()];
+                    let room = &rooms[(p + seq) % rooms.len()];
+                    let id = format!("p{p}-{seq}");
+                    let data = serde_json::json!({ "publisher": p, "seq": seq });
+                    match client.publish(room, "load.tick", &data, None, Some(&id)).await {
+                        Ok(r) => acks.lock().unwrap().push((
+                            Instant::now(),
+                            Ack { room: room.clone(), offset: r.offset, id, data },
+                        )),
+                        Err(e) => {
+                            failures.lock().unwrap().push((Instant::now(), e.to_string()));
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    seq += 1;
+                }
+            }));
+        }
+        Load { stop, tasks, acks, failures }
+    }
+
+    pub fn ack_count(&self) -> usize {
+        self.acks.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` publishes were acknowledged.
+    pub async fn wait_acks(&self, n: usize, timeout: Duration) {
+        let acks = self.acks.clone();
+        wait_for(timeout, &format!("{n} acknowledged publishes"), || {
+            let acks = acks.clone();
+            async move { acks.lock().unwrap().len() >= n }
+        })
+        .await;
+    }
+
+    /// Stops the publishers and returns every acknowledgement.
+    pub async fn stop(self) -> Vec<(Instant, Ack)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("publisher task");
+        }
+        let acks = self.acks.lock().unwrap().clone();
+        acks
+    }
+}
+
+/// Every node's full history of every room in `rooms`.
+pub async fn histories(
+    cluster: &Cluster,
+    rooms: &[String],
+    acks: &[Ack],
+    timeout: Duration,
+) -> BTreeMap<String, BTreeMap<u64, Vec<Event>>> {
+    let mut all = BTreeMap::new();
+    for room in rooms {
+        let expected = acks.iter().filter(|a| &a.room == room).map(|a| a.offset + 1).max().unwrap_or(0);
+        all.insert(room.clone(), cluster.converged_history(room, expected, timeout).await);
+    }
+    all
+}
+
+/// Unused-result helper so tests can ignore a client error explicitly.
+pub fn ignore(_: Result<impl Sized, ClientError>) {}
