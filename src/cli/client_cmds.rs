@@ -10,7 +10,12 @@ use crate::client::Client;
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Base URL of any node.
-    #[arg(long, env = "SYNAP_URL", default_value = "http://127.0.0.1:15500")]
+    #[arg(
+        long,
+        global = true,
+        env = "SYNAP_URL",
+        default_value = "http://127.0.0.1:15500"
+    )]
     url: String,
 }
 
@@ -108,26 +113,46 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
 }
 
 pub async fn publish(args: PublishArgs) -> Result<(), String> {
-    let data: Value = serde_json::from_str(&args.json).map_err(|e| format!("JSON argument is not valid JSON: {e}"))?;
+    let data: Value = serde_json::from_str(&args.json)
+        .map_err(|e| format!("JSON argument is not valid JSON: {e}"))?;
     let mut metadata = serde_json::Map::new();
     for entry in &args.metadata {
-        let (k, v) = entry.split_once('=').ok_or_else(|| format!("--metadata '{entry}' is not KEY=VALUE"))?;
+        let (k, v) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--metadata '{entry}' is not KEY=VALUE"))?;
         metadata.insert(k.to_owned(), Value::from(v));
     }
     let metadata = (!metadata.is_empty()).then_some(Value::Object(metadata));
     let client = args.client.client();
     let result = client
-        .publish(&args.room, &args.event_type, &data, metadata.as_ref(), args.id.as_deref())
+        .publish(
+            &args.room,
+            &args.event_type,
+            &data,
+            metadata.as_ref(),
+            args.id.as_deref(),
+        )
         .await
         .map_err(|e| e.to_string())?;
-    println!("{}", serde_json::to_string(&result).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string(&result).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 
 pub async fn history(args: HistoryArgs) -> Result<(), String> {
-    let page = args.client.client().history(&args.room, args.from, args.limit).await.map_err(|e| e.to_string())?;
+    let page = args
+        .client
+        .client()
+        .history(&args.room, args.from, args.limit)
+        .await
+        .map_err(|e| e.to_string())?;
     for event in &page.events {
-        println!("{}", serde_json::to_string(event).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string(event).map_err(|e| e.to_string())?
+        );
     }
     Ok(())
 }
@@ -140,13 +165,22 @@ pub async fn rooms(args: ClientArgs) -> Result<(), String> {
 }
 
 pub async fn stats(args: StatsArgs) -> Result<(), String> {
-    print_json(&args.client.client().stats(&args.room).await.map_err(|e| e.to_string())?)
+    print_json(
+        &args
+            .client
+            .client()
+            .stats(&args.room)
+            .await
+            .map_err(|e| e.to_string())?,
+    )
 }
 
 pub async fn cluster(args: ClusterArgs) -> Result<(), String> {
     let client = args.client.client();
     let answer = match args.command {
-        ClusterCommand::Status => return print_json(&client.cluster_status().await.map_err(|e| e.to_string())?),
+        ClusterCommand::Status => {
+            return print_json(&client.cluster_status().await.map_err(|e| e.to_string())?)
+        }
         ClusterCommand::Init => client.cluster_init().await,
         ClusterCommand::AddLearner { id, url } => client.add_learner(id, &url).await,
         ClusterCommand::Promote { id } => client.promote(id).await,
@@ -160,7 +194,10 @@ pub async fn health(args: HealthArgs) -> Result<(), String> {
         Some(url) => Client::new(url),
         None => args.client.client(),
     };
-    client.ready().await.map_err(|e| format!("{} is not ready: {e}", client.base_url()))?;
+    client
+        .ready()
+        .await
+        .map_err(|e| format!("{} is not ready: {e}", client.base_url()))?;
     println!("ready");
     Ok(())
 }

@@ -90,10 +90,15 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>, UsageError> {
         let (id, url) = part
             .split_once('=')
             .ok_or_else(|| UsageError(format!("--peers: '{part}' is not ID=URL")))?;
-        let id: NodeId = id.trim().parse().map_err(|_| UsageError(format!("--peers: '{id}' is not a node id")))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| UsageError(format!("--peers: '{id}' is not a node id")))?;
         let url = url.trim().trim_end_matches('/');
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(UsageError(format!("--peers: '{url}' is not an http:// URL")));
+            return Err(UsageError(format!(
+                "--peers: '{url}' is not an http:// URL"
+            )));
         }
         if peers.insert(id, url.to_owned()).is_some() {
             return Err(UsageError(format!("--peers: node {id} is listed twice")));
@@ -104,13 +109,18 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>, UsageError> {
 
 impl ServeArgs {
     fn into_config(self) -> Result<NodeConfig, UsageError> {
-        let advertise = self.advertise.unwrap_or_else(|| format!("http://{}", self.listen));
+        let advertise = self
+            .advertise
+            .unwrap_or_else(|| format!("http://{}", self.listen));
         let peers = match &self.peers {
             Some(spec) => parse_peers(spec)?,
             None => BTreeMap::new(),
         };
         if !peers.is_empty() && !peers.contains_key(&self.id) {
-            return Err(UsageError(format!("--peers does not list this node's id {}", self.id)));
+            return Err(UsageError(format!(
+                "--peers does not list this node's id {}",
+                self.id
+            )));
         }
         Ok(NodeConfig {
             id: self.id,
@@ -151,7 +161,12 @@ pub async fn run(cli: Cli) -> i32 {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYNAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("synap=info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let config = args.into_config().map_err(|e| e.to_string())?;
-    crate::server::serve(config).await.map_err(|e| e.to_string())
+    crate::server::serve(config)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -76,6 +76,10 @@ pub struct ClusterStatus {
     pub last_log_index: Option<u64>,
     /// Last applied index on this node.
     pub last_applied: Option<u64>,
+    /// Last log index covered by this node's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Last log index purged from this node's log.
+    pub purged_index: Option<u64>,
     /// Every member, voters and learners.
     pub members: Vec<MemberStatus>,
 }
@@ -105,7 +109,9 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
         } else {
             SnapshotPolicy::LogsSinceLast(config.snapshot_every)
         },
-        max_in_snapshot_log_to_keep: 1000,
+        // Keep some log behind a snapshot so that a follower slightly behind
+        // gets entries, not a whole snapshot; never more than one interval.
+        max_in_snapshot_log_to_keep: config.snapshot_every.clamp(1, 1000),
         ..Default::default()
     }
     .validate()
@@ -116,7 +122,14 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let proposer = Proposer::start(raft.clone());
     let forwarder = Forwarder::new(config.cluster_secret.clone());
-    Ok(Arc::new(Node { config, raft, store, applied, proposer, forwarder }))
+    Ok(Arc::new(Node {
+        config,
+        raft,
+        store,
+        applied,
+        proposer,
+        forwarder,
+    }))
 }
 
 /// Forms or joins the cluster as the configuration says. Never
@@ -136,7 +149,10 @@ pub async fn bootstrap(node: Arc<Node>) {
     } else if node.config.peers.keys().next() == Some(&node.id()) {
         wait_for_peers(&node).await;
         match node.initialize(node.config.peers.clone()).await {
-            Ok(()) => tracing::info!("cluster initialised with {} voters", node.config.peers.len()),
+            Ok(()) => tracing::info!(
+                "cluster initialised with {} voters",
+                node.config.peers.len()
+            ),
             Err(e) => tracing::warn!("not initialising: {e}"),
         }
     }
@@ -148,7 +164,12 @@ async fn wait_for_peers(node: &Node) {
         let mut missing = Vec::new();
         for (id, url) in &node.config.peers {
             let health = format!("{}/health", url.trim_end_matches('/'));
-            let up = client.get(&health).timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success());
+            let up = client
+                .get(&health)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
             if !up {
                 missing.push(*id);
             }
@@ -175,7 +196,13 @@ async fn join_cluster(node: &Node, join: &str) {
     for (path, body) in steps {
         loop {
             let url = format!("{base}/admin/cluster/{path}");
-            match client.post(&url).json(&body).timeout(Duration::from_secs(300)).send().await {
+            match client
+                .post(&url)
+                .json(&body)
+                .timeout(Duration::from_secs(300))
+                .send()
+                .await
+            {
                 Ok(resp) if resp.status().is_success() => break,
                 Ok(resp) => {
                     let status = resp.status();
@@ -191,14 +218,23 @@ async fn join_cluster(node: &Node, join: &str) {
 }
 
 /// Asks the leader at `url` for a read index (see [`Node::read_barrier`]).
-pub(crate) async fn remote_read_index(forwarder: &Forwarder, url: &str, timeout: Duration) -> Result<u64, WriteError> {
-    forwarder.read_index(url, timeout).await.map_err(|e| match e {
-        ForwardError::NotTaken(e) | ForwardError::Unknown(e) => WriteError::Unavailable(e),
-    })
+pub(crate) async fn remote_read_index(
+    forwarder: &Forwarder,
+    url: &str,
+    timeout: Duration,
+) -> Result<u64, WriteError> {
+    forwarder
+        .read_index(url, timeout)
+        .await
+        .map_err(|e| match e {
+            ForwardError::NotTaken(e) | ForwardError::Unknown(e) => WriteError::Unavailable(e),
+        })
 }
 
 fn node_of(url: &str) -> raft::Node {
-    raft::Node { addr: url.trim_end_matches('/').to_owned() }
+    raft::Node {
+        addr: url.trim_end_matches('/').to_owned(),
+    }
 }
 
 impl Node {
@@ -216,14 +252,20 @@ impl Node {
     /// Initialises a new cluster with `members` as voters.
     pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), AdminError> {
         if !members.contains_key(&self.id()) {
-            return Err(AdminError::Invalid(format!("members must include this node ({})", self.id())));
+            return Err(AdminError::Invalid(format!(
+                "members must include this node ({})",
+                self.id()
+            )));
         }
-        let nodes: BTreeMap<_, _> = members.iter().map(|(id, url)| (*id, node_of(url))).collect();
+        let nodes: BTreeMap<_, _> = members
+            .iter()
+            .map(|(id, url)| (*id, node_of(url)))
+            .collect();
         match self.raft.initialize(nodes).await {
             Ok(()) => Ok(()),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                Err(AdminError::Invalid("the cluster is already initialised".into()))
-            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(AdminError::Invalid(
+                "the cluster is already initialised".into(),
+            )),
             Err(e) => Err(AdminError::Invalid(e.to_string())),
         }
     }
@@ -242,12 +284,20 @@ impl Node {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let membership = membership.membership();
         if membership.get_node(&id).is_none() {
-            return Err(AdminError::NotFound(format!("node {id} is not a member; add it as a learner first")));
+            return Err(AdminError::NotFound(format!(
+                "node {id} is not a member; add it as a learner first"
+            )));
         }
         if membership.voter_ids().any(|v| v == id) {
-            return Ok(self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index));
+            return Ok(self
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |l| l.index));
         }
-        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+            .await
     }
 
     /// Removes `id` from the cluster, voter or learner.
@@ -259,9 +309,11 @@ impl Node {
             return Err(AdminError::NotFound(format!("node {id} is not a member")));
         }
         if membership.voter_ids().any(|v| v == id) {
-            self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await
+            self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
+                .await
         } else {
-            self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await
+            self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
+                .await
         }
     }
 
@@ -290,6 +342,8 @@ impl Node {
             term: metrics.current_term,
             last_log_index: metrics.last_log_index,
             last_applied: metrics.last_applied.map(|id| id.index),
+            snapshot_index: metrics.snapshot.map(|id| id.index),
+            purged_index: metrics.purged.map(|id| id.index),
             members,
         }
     }
@@ -298,9 +352,12 @@ impl Node {
     /// quorum, and this node has applied its whole local log.
     pub fn is_ready(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
-        let Some(leader) = metrics.current_leader else { return false };
+        let Some(leader) = metrics.current_leader else {
+            return false;
+        };
         let caught_up = metrics.last_applied.map(|id| id.index) >= metrics.last_log_index;
-        let quorum_fresh = leader != self.id() || metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 3_000);
+        let quorum_fresh =
+            leader != self.id() || metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 3_000);
         caught_up && quorum_fresh
     }
 
@@ -311,16 +368,19 @@ impl Node {
         }
     }
 
-    async fn change_membership(&self, change: ChangeMembers<NodeId, raft::Node>) -> Result<u64, AdminError> {
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, raft::Node>,
+    ) -> Result<u64, AdminError> {
         // Right after start or another change, openraft answers InProgress
         // until the previous membership commits: retry for a bounded time.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let result = self.raft.change_membership(change.clone(), false).await;
             match result {
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(_))))
-                    if Instant::now() < deadline =>
-                {
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 other => return self.membership_result(other),
@@ -330,7 +390,10 @@ impl Node {
 
     fn membership_result(
         &self,
-        result: Result<ClientWriteResponse<raft::TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, raft::Node>>>,
+        result: Result<
+            ClientWriteResponse<raft::TypeConfig>,
+            RaftError<NodeId, ClientWriteError<NodeId, raft::Node>>,
+        >,
     ) -> Result<u64, AdminError> {
         match result {
             Ok(response) => Ok(response.log_id.index),
@@ -338,7 +401,9 @@ impl Node {
                 let leader = f.leader_id.zip(f.leader_node).map(|(id, n)| (id, n.addr));
                 Err(AdminError::NotLeader(leader))
             }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => Err(AdminError::Invalid(e.to_string())),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(AdminError::Invalid(e.to_string()))
+            }
             Err(RaftError::Fatal(e)) => Err(AdminError::Unavailable(e.to_string())),
         }
     }

@@ -93,7 +93,11 @@ impl Node {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
-        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
         Some((leader, node.addr))
     }
 
@@ -110,11 +114,19 @@ impl Node {
             }
             match self.leader() {
                 Some((leader, _)) if leader == self.id() => {
-                    match tokio::time::timeout(remaining, self.proposer.propose(request.clone())).await {
+                    match tokio::time::timeout(remaining, self.proposer.propose(request.clone()))
+                        .await
+                    {
                         Ok(Ok(committed)) => return Ok(committed.reply),
-                        Ok(Err(ProposeError::NotLeader { .. })) => last_problem = "leadership changed".into(),
+                        Ok(Err(ProposeError::NotLeader { .. })) => {
+                            last_problem = "leadership changed".into()
+                        }
                         Ok(Err(ProposeError::Unknown(e))) => return Err(WriteError::Unknown(e)),
-                        Err(_) => return Err(WriteError::Unknown("not committed within the write timeout".into())),
+                        Err(_) => {
+                            return Err(WriteError::Unknown(
+                                "not committed within the write timeout".into(),
+                            ))
+                        }
                     }
                 }
                 Some((leader, url)) => {
@@ -122,9 +134,13 @@ impl Node {
                         Ok(ForwardReply::Committed { reply, log_index }) => {
                             return self.wait_applied(log_index, deadline).await.map(|()| reply);
                         }
-                        Ok(ForwardReply::NotLeader { .. }) => last_problem = format!("node {leader} is no longer the leader"),
+                        Ok(ForwardReply::NotLeader { .. }) => {
+                            last_problem = format!("node {leader} is no longer the leader")
+                        }
                         Ok(ForwardReply::Unknown(e)) => return Err(WriteError::Unknown(e)),
-                        Err(ForwardError::NotTaken(e)) => last_problem = format!("leader {leader} unreachable: {e}"),
+                        Err(ForwardError::NotTaken(e)) => {
+                            last_problem = format!("leader {leader} unreachable: {e}")
+                        }
                         Err(ForwardError::Unknown(e)) => return Err(WriteError::Unknown(e)),
                     }
                 }
@@ -142,11 +158,17 @@ impl Node {
     pub async fn propose_forwarded(&self, request: Request, timeout: Duration) -> ForwardReply {
         match self.leader() {
             Some((leader, _)) if leader == self.id() => {}
-            other => return ForwardReply::NotLeader { leader: other.map(|(id, _)| id) },
+            other => {
+                return ForwardReply::NotLeader {
+                    leader: other.map(|(id, _)| id),
+                }
+            }
         }
         match tokio::time::timeout(timeout, self.proposer.propose(request)).await {
             Ok(Ok(Committed { reply, log_index })) => ForwardReply::Committed { reply, log_index },
-            Ok(Err(ProposeError::NotLeader { leader })) => ForwardReply::NotLeader { leader: leader.map(|(id, _)| id) },
+            Ok(Err(ProposeError::NotLeader { leader })) => ForwardReply::NotLeader {
+                leader: leader.map(|(id, _)| id),
+            },
             Ok(Err(ProposeError::Unknown(e))) => ForwardReply::Unknown(e),
             Err(_) => ForwardReply::Unknown("not committed within the write timeout".into()),
         }
@@ -155,7 +177,8 @@ impl Node {
     /// Waits until this node has applied `log_index`, up to `deadline`.
     pub async fn wait_applied(&self, log_index: u64, deadline: Instant) -> Result<(), WriteError> {
         let mut applied = self.applied.clone();
-        let reached = tokio::time::timeout_at(deadline, applied.wait_for(|a| a.index >= log_index)).await;
+        let reached =
+            tokio::time::timeout_at(deadline, applied.wait_for(|a| a.index >= log_index)).await;
         match reached {
             Ok(Ok(_)) => Ok(()),
             _ => Err(WriteError::Unknown(format!(
@@ -178,7 +201,9 @@ impl Node {
                 }
             }
             Some((_, url)) => {
-                let index = cluster::remote_read_index(&self.forwarder, &url, self.config.write_timeout).await?;
+                let index =
+                    cluster::remote_read_index(&self.forwarder, &url, self.config.write_timeout)
+                        .await?;
                 self.wait_applied(index, deadline).await
             }
             None => Err(WriteError::Unavailable("no leader elected".into())),

@@ -68,7 +68,9 @@ impl Proposer {
     pub async fn propose(&self, request: Request) -> Result<Committed, ProposeError> {
         let (reply, rx) = oneshot::channel();
         let stopped = || ProposeError::Unknown("the proposer stopped".into());
-        self.queue.send(Pending { request, reply }).map_err(|_| stopped())?;
+        self.queue
+            .send(Pending { request, reply })
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
@@ -80,12 +82,18 @@ async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>) {
     loop {
         // Wait for a free slot first: requests that arrive meanwhile join
         // this batch instead of making their own entry.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         if queue.recv_many(&mut batch, MAX_BATCH_REQUESTS).await == 0 {
             return;
         }
-        let (requests, waiters): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.request, p.reply)).unzip();
-        let command = Command { timestamp_ms: clock.now(), requests };
+        let (requests, waiters): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|p| (p.request, p.reply)).unzip();
+        let command = Command {
+            timestamp_ms: clock.now(),
+            requests,
+        };
         let receiver = match raft.client_write_ff(command).await {
             Ok(receiver) => receiver,
             Err(fatal) => {
@@ -133,7 +141,9 @@ struct ClusterClock {
 
 impl ClusterClock {
     fn now(&mut self) -> u64 {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         self.last = self.last.max(wall);
         self.last
     }

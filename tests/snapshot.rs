@@ -1,0 +1,102 @@
+//! Snapshots and log purge: a node that joins after the log was purged
+//! receives the state as a snapshot, keeps it across a crash, and serves the
+//! same history as everyone else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_joiner_installs_a_snapshot_and_keeps_it_after_a_crash() {
+    let mut cluster = Cluster::start(3, &["--snapshot-every", "40"]);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let client = cluster.nodes[0].client();
+    let room_names = vec!["snap-a".to_owned(), "snap-b".to_owned()];
+    let mut acks = Vec::new();
+    // One publish at a time: one log entry each, so the log grows past
+    // several snapshot intervals.
+    for i in 0..300usize {
+        let room = &room_names[i % 2];
+        let id = format!("s-{i}");
+        let data = json!({ "i": i });
+        let r = client
+            .publish(room, "snap.test", &data, None, Some(&id))
+            .await
+            .expect("publish");
+        acks.push(Ack {
+            room: room.clone(),
+            offset: r.offset,
+            id,
+            data,
+        });
+    }
+    client.stats("snap-a").await.expect("stats");
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let leader_client = cluster.node(leader).client();
+    wait_for(
+        Duration::from_secs(30),
+        "the leader to purge its log behind a snapshot",
+        || {
+            let c = leader_client.clone();
+            async move {
+                c.cluster_status()
+                    .await
+                    .is_ok_and(|s| s.purged_index.is_some_and(|p| p > 100))
+            }
+        },
+    )
+    .await;
+
+    let via = cluster.nodes[1].url.clone();
+    cluster.add_joining_node(4, &via);
+    let status_client = cluster.nodes[0].client();
+    wait_for(Duration::from_secs(60), "node 4 to become a voter", || {
+        let c = status_client.clone();
+        async move {
+            c.cluster_status()
+                .await
+                .is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter))
+        }
+    })
+    .await;
+    let joiner = cluster.node(4).client();
+    wait_for(
+        Duration::from_secs(30),
+        "node 4 to see itself as a voter",
+        || {
+            let c = joiner.clone();
+            async move {
+                c.cluster_status()
+                    .await
+                    .is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter))
+            }
+        },
+    )
+    .await;
+    let joined = joiner.cluster_status().await.expect("status of node 4");
+    assert!(
+        joined.snapshot_index.is_some(),
+        "node 4 caught up without a snapshot: {joined:?}"
+    );
+
+    let histories_before = histories(&cluster, &room_names, &acks, Duration::from_secs(30)).await;
+    check_acks(&acks, &histories_before);
+
+    // Crash the joiner and bring it back: the installed state is durable.
+    cluster.node_mut(4).kill();
+    cluster.node_mut(4).start();
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let after = client
+        .publish("snap-a", "snap.after", &json!({"after": true}), None, None)
+        .await
+        .expect("publish");
+    let histories_after = histories(&cluster, &room_names, &acks, Duration::from_secs(30)).await;
+    check_acks(&acks, &histories_after);
+    let on_joiner = cluster
+        .converged_history("snap-a", after.offset + 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(on_joiner[&4].last().map(|e| e.offset), Some(after.offset));
+}
