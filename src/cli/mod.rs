@@ -1,6 +1,7 @@
 //! The `synap` command line: the server (`serve`) and the client
 //! subcommands (DESIGN §3).
 
+mod bench;
 mod client_cmds;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,8 @@ enum Command {
     Cluster(client_cmds::ClusterArgs),
     /// Exit 0 if the node is ready (has a leader and is caught up).
     Health(client_cmds::HealthArgs),
+    /// Generate load and print a report.
+    Bench(bench::BenchArgs),
 }
 
 /// `synap serve` flags. Each has a `SYNAP_*` environment twin.
@@ -148,6 +151,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Stats(args) => client_cmds::stats(args).await,
         Command::Cluster(args) => client_cmds::cluster(args).await,
         Command::Health(args) => client_cmds::health(args).await,
+        Command::Bench(args) => bench::run(args).await,
     };
     match outcome {
         Ok(()) => 0,

@@ -88,6 +88,12 @@ impl NodeProc {
     }
 }
 
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Clusters of one test binary run one at a time: a dozen nodes of several
 /// tests fighting over two cores turn election and commit latencies into
 /// noise.
