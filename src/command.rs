@@ -75,12 +75,7 @@ pub struct Command {
 
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Command({} requests @{})",
-            self.requests.len(),
-            self.timestamp_ms
-        )
+        write!(f, "Command({} requests @{})", self.requests.len(), self.timestamp_ms)
     }
 }
 

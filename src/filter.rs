@@ -24,10 +24,7 @@ impl TypeFilter {
     pub fn parse(spec: &str) -> Result<Self, FilterError> {
         let mut patterns = Vec::new();
         for pattern in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let error = |reason| FilterError {
-                pattern: pattern.to_owned(),
-                reason,
-            };
+            let error = |reason| FilterError { pattern: pattern.to_owned(), reason };
             let segments: Vec<String> = pattern.split('.').map(str::to_owned).collect();
             if segments.iter().any(String::is_empty) {
                 return Err(error("empty segment"));

@@ -29,6 +29,7 @@ pub mod client;
 pub mod codec;
 pub mod command;
 pub mod filter;
+pub mod hub;
 pub mod node;
 pub mod raft;
 pub mod server;

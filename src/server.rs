@@ -23,16 +23,19 @@ pub enum ServeError {
 /// Runs a node until it is told to stop.
 pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
     let addr = config.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Listen { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
     let node = cluster::open(config).await?;
     tracing::info!(id = node.id(), %addr, advertise = %node.config.advertise, "serving");
     tokio::spawn(cluster::bootstrap(node.clone()));
     let app = api::router(node.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let hub = node.hub.clone();
+    let stopping = async move {
+        shutdown_signal().await;
+        // Subscribers hold their connections open forever; tell them to go
+        // (they resume elsewhere) so that the graceful shutdown can finish.
+        hub.shut_down();
+    };
+    let served = axum::serve(listener, app).with_graceful_shutdown(stopping).await;
     if let Err(e) = node.raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }
@@ -43,14 +46,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -8,10 +8,7 @@ use std::time::Duration;
 use common::*;
 
 fn synap(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_synap"))
-        .args(args)
-        .output()
-        .expect("run synap");
+    let out = Command::new(env!("CARGO_BIN_EXE_synap")).args(args).output().expect("run synap");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -51,14 +48,10 @@ async fn client_subcommands_against_a_one_node_cluster() {
     };
     node.start();
     let client = node.client();
-    wait_for(
-        Duration::from_secs(30),
-        "the one-node cluster to be ready",
-        || {
-            let c = client.clone();
-            async move { c.ready().await.is_ok() }
-        },
-    )
+    wait_for(Duration::from_secs(30), "the one-node cluster to be ready", || {
+        let c = client.clone();
+        async move { c.ready().await.is_ok() }
+    })
     .await;
 
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -66,28 +59,17 @@ async fn client_subcommands_against_a_one_node_cluster() {
     assert_eq!(code, 0, "health: {err}");
     assert_eq!(out.trim(), "ready");
 
-    let (code, out, err) = synap_async(s(&[
-        "publish",
-        "cli-room",
-        "user.registered",
-        r#"{"u":1}"#,
-        "--metadata",
-        "k=v",
-        "--url",
-        &url,
-    ]))
-    .await;
+    let (code, out, err) =
+        synap_async(s(&["publish", "cli-room", "user.registered", r#"{"u":1}"#, "--metadata", "k=v", "--url", &url]))
+            .await;
     assert_eq!(code, 0, "publish: {err}");
-    let published: serde_json::Value =
-        serde_json::from_str(out.trim()).expect("publish prints JSON");
+    let published: serde_json::Value = serde_json::from_str(out.trim()).expect("publish prints JSON");
     assert_eq!(published["offset"], 0);
     assert_eq!(published["room"], "cli-room");
 
-    let (code, out, _) =
-        synap_async(s(&["history", "cli-room", "--from", "-1", "--url", &url])).await;
+    let (code, out, _) = synap_async(s(&["history", "cli-room", "--from", "-1", "--url", &url])).await;
     assert_eq!(code, 0);
-    let line: serde_json::Value =
-        serde_json::from_str(out.lines().next().expect("one event")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().expect("one event")).unwrap();
     assert_eq!(line["data"], serde_json::json!({"u": 1}));
     assert_eq!(line["metadata"], serde_json::json!({"k": "v"}));
 
@@ -97,14 +79,10 @@ async fn client_subcommands_against_a_one_node_cluster() {
 
     let (code, _, err) = synap_async(s(&["stats", "nope", "--url", &url])).await;
     assert_eq!(code, 1);
-    assert!(
-        err.starts_with("error: 404") && err.contains("does not exist"),
-        "stderr: {err}"
-    );
+    assert!(err.starts_with("error: 404") && err.contains("does not exist"), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "one-line error: {err}");
 
-    let (code, _, err) =
-        synap_async(s(&["publish", "cli-room", "t", "{not json", "--url", &url])).await;
+    let (code, _, err) = synap_async(s(&["publish", "cli-room", "t", "{not json", "--url", &url])).await;
     assert_eq!(code, 1);
     assert!(err.contains("not valid JSON"), "stderr: {err}");
 
@@ -126,16 +104,7 @@ fn unreachable_node_and_bad_flags_fail_with_one_line() {
     assert_eq!(code, 1);
     assert!(err.contains("is not ready"), "stderr: {err}");
 
-    let (code, _, err) = synap(&[
-        "serve",
-        "--id",
-        "5",
-        "--peers",
-        "1=http://127.0.0.1:1,2=http://127.0.0.1:2",
-    ]);
+    let (code, _, err) = synap(&["serve", "--id", "5", "--peers", "1=http://127.0.0.1:1,2=http://127.0.0.1:2"]);
     assert_eq!(code, 1);
-    assert!(
-        err.contains("does not list this node's id 5"),
-        "stderr: {err}"
-    );
+    assert!(err.contains("does not list this node's id 5"), "stderr: {err}");
 }

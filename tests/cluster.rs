@@ -35,17 +35,9 @@ async fn round_robin_publishes_give_identical_dense_histories() {
                 let room = &room_names[(p + i) % 3];
                 let id = format!("rr-{p}-{i}");
                 let data = json!({ "p": p, "i": i });
-                let r = client
-                    .publish(room, "test.rr", &data, None, Some(&id))
-                    .await
-                    .expect("publish");
+                let r = client.publish(room, "test.rr", &data, None, Some(&id)).await.expect("publish");
                 assert_eq!(&r.room, room);
-                acks.push(Ack {
-                    room: room.clone(),
-                    offset: r.offset,
-                    id,
-                    data,
-                });
+                acks.push(Ack { room: room.clone(), offset: r.offset, id, data });
             }
             acks
         }));
@@ -59,11 +51,7 @@ async fn round_robin_publishes_give_identical_dense_histories() {
     for (room, per_node) in &histories {
         assert_eq!(per_node.len(), 3, "room {room} read from every node");
         for events in per_node.values() {
-            assert_eq!(
-                events.len(),
-                100,
-                "room {room} holds exactly the 100 acknowledged events"
-            );
+            assert_eq!(events.len(), 100, "room {room} holds exactly the 100 acknowledged events");
         }
     }
     check_acks(&acks, &histories);
@@ -77,14 +65,8 @@ async fn publishing_through_a_follower_is_forwarded_and_readable_there() {
     let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap();
     let client = follower.client();
 
-    let first = client
-        .publish("orders", "order.created", &json!({"n": 1}), None, None)
-        .await
-        .expect("publish");
-    let second = client
-        .publish("orders", "order.created", &json!({"n": 2}), None, None)
-        .await
-        .expect("publish");
+    let first = client.publish("orders", "order.created", &json!({"n": 1}), None, None).await.expect("publish");
+    let second = client.publish("orders", "order.created", &json!({"n": 2}), None, None).await.expect("publish");
     assert_eq!(first.offset, 0);
     assert_eq!(second.offset, 1);
 
@@ -123,16 +105,11 @@ async fn killing_the_leader_under_load_loses_nothing() {
     );
 
     cluster.node_mut(leader).start();
-    load.wait_acks(load.ack_count() + 50, Duration::from_secs(30))
-        .await;
+    load.wait_acks(load.ack_count() + 50, Duration::from_secs(30)).await;
     let acks: Vec<Ack> = load.stop().await.into_iter().map(|(_, a)| a).collect();
     cluster.wait_ready(READY).await;
     let histories = histories(&cluster, &room_names, &acks, CONVERGE).await;
-    assert_eq!(
-        histories["k1"].len(),
-        3,
-        "the restarted node serves history too"
-    );
+    assert_eq!(histories["k1"].len(), 3, "the restarted node serves history too");
     check_acks(&acks, &histories);
 }
 
@@ -156,11 +133,8 @@ async fn killing_every_node_mid_load_keeps_every_acknowledged_event() {
 
     // The restarted cluster takes new writes after the old ones.
     let max_acked = acks.iter().map(|a| a.offset).max().unwrap();
-    let next = cluster.nodes[0]
-        .client()
-        .publish("crash", "after.restart", &json!({}), None, None)
-        .await
-        .expect("publish");
+    let next =
+        cluster.nodes[0].client().publish("crash", "after.restart", &json!({}), None, None).await.expect("publish");
     assert!(next.offset > max_acked);
 }
 
@@ -179,44 +153,28 @@ async fn a_node_joins_and_another_leaves_while_publishing_continues() {
     let client = cluster.nodes[0].client();
     wait_for(Duration::from_secs(60), "node 4 to become a voter", || {
         let client = client.clone();
-        async move {
-            client
-                .cluster_status()
-                .await
-                .is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter))
-        }
+        async move { client.cluster_status().await.is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter)) }
     })
     .await;
     let after_join = load.ack_count();
-    load.wait_acks(after_join + 50, Duration::from_secs(30))
-        .await;
+    load.wait_acks(after_join + 50, Duration::from_secs(30)).await;
 
     // Remove node 1 through another node; it may well be the leader.
     let admin = cluster.node(2).client();
     admin.remove(1).await.expect("remove node 1");
     let status = admin.cluster_status().await.expect("status");
-    assert!(
-        status.members.iter().all(|m| m.id != 1),
-        "node 1 still listed: {status:?}"
-    );
+    assert!(status.members.iter().all(|m| m.id != 1), "node 1 still listed: {status:?}");
     // An operator stops a removed node gracefully: requests it is still
     // serving finish instead of ending with an unknown outcome.
     cluster.node_mut(1).stop();
     let after_remove = load.ack_count();
-    load.wait_acks(after_remove + 50, Duration::from_secs(30))
-        .await;
+    load.wait_acks(after_remove + 50, Duration::from_secs(30)).await;
 
     let failures = load.failures.lock().unwrap().clone();
     let acks: Vec<Ack> = load.stop().await.into_iter().map(|(_, a)| a).collect();
-    assert!(
-        failures.is_empty(),
-        "publishes failed during membership changes: {failures:?}"
-    );
+    assert!(failures.is_empty(), "publishes failed during membership changes: {failures:?}");
     let histories = histories(&cluster, &room_names, &acks, CONVERGE).await;
-    assert!(
-        histories["members"].contains_key(&4),
-        "node 4 serves history"
-    );
+    assert!(histories["members"].contains_key(&4), "node 4 serves history");
     check_acks(&acks, &histories);
 }
 
@@ -224,55 +182,23 @@ async fn a_node_joins_and_another_leaves_while_publishing_continues() {
 async fn a_minority_never_acknowledges_a_publish() {
     let mut cluster = Cluster::start(3, &["--write-timeout-ms", "2000"]);
     cluster.wait_ready(READY).await;
-    cluster.nodes[0]
-        .client()
-        .publish("lonely", "before", &json!({}), None, None)
-        .await
-        .expect("publish");
+    cluster.nodes[0].client().publish("lonely", "before", &json!({}), None, None).await.expect("publish");
     let survivor = cluster.leader(READY).await;
-    let others: Vec<u64> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.id)
-        .filter(|id| *id != survivor)
-        .collect();
+    let others: Vec<u64> = cluster.nodes.iter().map(|n| n.id).filter(|id| *id != survivor).collect();
     for id in others {
         cluster.node_mut(id).kill();
     }
     let url = format!("{}/stream/lonely/publish", cluster.node(survivor).url);
     for attempt in 0..3 {
         let started = Instant::now();
-        let (status, body) = raw(
-            Method::POST,
-            &url,
-            Some(r#"{"event":"minority","data":{}}"#),
-        )
-        .await;
+        let (status, body) = raw(Method::POST, &url, Some(r#"{"event":"minority","data":{}}"#)).await;
         let took = started.elapsed();
-        assert_eq!(
-            status, 503,
-            "attempt {attempt}: a lone node answered {status}: {body}"
-        );
-        assert!(
-            body["error"].as_str().is_some_and(|m| !m.is_empty()),
-            "503 carries a message: {body}"
-        );
-        assert!(
-            took < Duration::from_secs(4),
-            "attempt {attempt}: answer took {took:?} with a 2 s deadline"
-        );
+        assert_eq!(status, 503, "attempt {attempt}: a lone node answered {status}: {body}");
+        assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "503 carries a message: {body}");
+        assert!(took < Duration::from_secs(4), "attempt {attempt}: answer took {took:?} with a 2 s deadline");
     }
-    let page = cluster
-        .node(survivor)
-        .client()
-        .history("lonely", 0, 100)
-        .await
-        .expect("history");
-    assert_eq!(
-        page.events.len(),
-        1,
-        "only the event published with a majority is visible: {page:?}"
-    );
+    let page = cluster.node(survivor).client().history("lonely", 0, 100).await.expect("history");
+    assert_eq!(page.events.len(), 1, "only the event published with a majority is visible: {page:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -281,154 +207,56 @@ async fn bad_input_is_refused_with_a_message_and_changes_nothing() {
     cluster.wait_ready(READY).await;
     let base = cluster.nodes[1].url.clone();
     let client = cluster.nodes[1].client();
-    client
-        .publish("good", "seed", &json!({"ok": true}), None, None)
-        .await
-        .expect("seed publish");
+    client.publish("good", "seed", &json!({"ok": true}), None, None).await.expect("seed publish");
     let before = client.history_all("good").await.expect("history");
     let rooms_before = client.rooms().await.expect("rooms");
 
     let long_room = "r".repeat(256);
     let big = format!(r#"{{"event":"big","data":"{}"}}"#, "x".repeat(2000));
     let cases: Vec<(Method, String, Option<String>, u16)> = vec![
-        (
-            Method::POST,
-            format!("{base}/stream/good/publish"),
-            Some("{not json".into()),
-            400,
-        ),
-        (
-            Method::POST,
-            format!("{base}/stream/good/publish"),
-            Some(r#"{"event":5,"data":{}}"#.into()),
-            400,
-        ),
-        (
-            Method::POST,
-            format!("{base}/stream/good/publish"),
-            Some(r#"{"event":"a"}"#.into()),
-            400,
-        ),
-        (
-            Method::POST,
-            format!("{base}/stream/good/publish"),
-            Some(r#"{"event":"a","data":1,"extra":1}"#.into()),
-            400,
-        ),
-        (
-            Method::POST,
-            format!("{base}/stream/good/publish"),
-            Some(r#"{"event":"","data":1}"#.into()),
-            400,
-        ),
+        (Method::POST, format!("{base}/stream/good/publish"), Some("{not json".into()), 400),
+        (Method::POST, format!("{base}/stream/good/publish"), Some(r#"{"event":5,"data":{}}"#.into()), 400),
+        (Method::POST, format!("{base}/stream/good/publish"), Some(r#"{"event":"a"}"#.into()), 400),
+        (Method::POST, format!("{base}/stream/good/publish"), Some(r#"{"event":"a","data":1,"extra":1}"#.into()), 400),
+        (Method::POST, format!("{base}/stream/good/publish"), Some(r#"{"event":"","data":1}"#.into()), 400),
         (
             Method::POST,
             format!("{base}/stream/good/publish"),
             Some(r#"{"event":"a","data":1,"metadata":[1]}"#.into()),
             400,
         ),
-        (
-            Method::POST,
-            format!("{base}/stream/good/publish"),
-            Some(big.clone()),
-            413,
-        ),
+        (Method::POST, format!("{base}/stream/good/publish"), Some(big.clone()), 413),
+        (Method::POST, format!("{base}/stream/good/batch"), Some(r#"{"events":[]}"#.into()), 400),
         (
             Method::POST,
             format!("{base}/stream/good/batch"),
-            Some(r#"{"events":[]}"#.into()),
-            400,
-        ),
-        (
-            Method::POST,
-            format!("{base}/stream/good/batch"),
-            Some(format!(
-                r#"{{"events":[{{"event":"ok","data":1}},{}]}}"#,
-                big
-            )),
+            Some(format!(r#"{{"events":[{{"event":"ok","data":1}},{}]}}"#, big)),
             413,
         ),
-        (
-            Method::POST,
-            format!("{base}/stream/{long_room}/publish"),
-            Some(r#"{"event":"a","data":1}"#.into()),
-            400,
-        ),
-        (
-            Method::POST,
-            format!("{base}/stream/bad%20name/publish"),
-            Some(r#"{"event":"a","data":1}"#.into()),
-            400,
-        ),
-        (
-            Method::POST,
-            format!("{base}/stream/bad$name/publish"),
-            Some(r#"{"event":"a","data":1}"#.into()),
-            400,
-        ),
-        (
-            Method::GET,
-            format!("{base}/stream/good/history?from_offset=abc"),
-            None,
-            400,
-        ),
-        (
-            Method::GET,
-            format!("{base}/stream/good/history?unknown=1"),
-            None,
-            400,
-        ),
-        (
-            Method::GET,
-            format!("{base}/stream/good/history?types=a..b"),
-            None,
-            400,
-        ),
-        (
-            Method::GET,
-            format!("{base}/stream/missing/history"),
-            None,
-            404,
-        ),
-        (
-            Method::GET,
-            format!("{base}/stream/missing/stats"),
-            None,
-            404,
-        ),
+        (Method::POST, format!("{base}/stream/{long_room}/publish"), Some(r#"{"event":"a","data":1}"#.into()), 400),
+        (Method::POST, format!("{base}/stream/bad%20name/publish"), Some(r#"{"event":"a","data":1}"#.into()), 400),
+        (Method::POST, format!("{base}/stream/bad$name/publish"), Some(r#"{"event":"a","data":1}"#.into()), 400),
+        (Method::GET, format!("{base}/stream/good/history?from_offset=abc"), None, 400),
+        (Method::GET, format!("{base}/stream/good/history?unknown=1"), None, 400),
+        (Method::GET, format!("{base}/stream/good/history?types=a..b"), None, 400),
+        (Method::GET, format!("{base}/stream/missing/history"), None, 404),
+        (Method::GET, format!("{base}/stream/missing/stats"), None, 404),
         (Method::POST, format!("{base}/stream/good"), None, 409),
-        (
-            Method::POST,
-            format!("{base}/stream/newroom"),
-            Some(r#"{"max_events":"many"}"#.into()),
-            400,
-        ),
+        (Method::POST, format!("{base}/stream/newroom"), Some(r#"{"max_events":"many"}"#.into()), 400),
         (Method::DELETE, format!("{base}/stream/missing"), None, 404),
-        (
-            Method::DELETE,
-            format!("{base}/admin/cluster/members/99"),
-            None,
-            404,
-        ),
+        (Method::DELETE, format!("{base}/admin/cluster/members/99"), None, 404),
     ];
     for (method, url, body, want) in cases {
         let (status, answer) = raw(method.clone(), &url, body.as_deref()).await;
         assert_eq!(status, want, "{method} {url} answered {status}: {answer}");
         let message = answer["error"].as_str().unwrap_or_default();
-        assert!(
-            !message.is_empty(),
-            "{method} {url}: no error message in {answer}"
-        );
+        assert!(!message.is_empty(), "{method} {url}: no error message in {answer}");
         assert_eq!(answer["code"], want, "{method} {url}: code field");
     }
 
     let after = client.history_all("good").await.expect("history");
     assert_eq!(before, after, "refused requests changed the history");
-    assert_eq!(
-        rooms_before,
-        client.rooms().await.expect("rooms"),
-        "refused requests created rooms"
-    );
+    assert_eq!(rooms_before, client.rooms().await.expect("rooms"), "refused requests created rooms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -438,11 +266,7 @@ async fn internal_routes_require_the_cluster_secret() {
     let leader = cluster.leader(READY).await;
     let follower = cluster.nodes.iter().find(|n| n.id != leader).unwrap();
     // Forwarding between nodes carries the secret.
-    let r = follower
-        .client()
-        .publish("secured", "ok", &json!({}), None, None)
-        .await
-        .expect("publish");
+    let r = follower.client().publish("secured", "ok", &json!({}), None, None).await.expect("publish");
     assert_eq!(r.offset, 0);
 
     // A forged forward (a valid bincode publish) without or with a wrong
@@ -465,9 +289,7 @@ async fn internal_routes_require_the_cluster_secret() {
     let leader_url = &cluster.node(leader).url;
     for secret in [None, Some("wrong")] {
         for path in ["/raft/forward", "/raft/vote", "/raft/append"] {
-            let mut request = http
-                .post(format!("{leader_url}{path}"))
-                .body(forged.clone());
+            let mut request = http.post(format!("{leader_url}{path}")).body(forged.clone());
             if let Some(secret) = secret {
                 request = request.header(synap::raft::network::SECRET_HEADER, secret);
             }
@@ -475,15 +297,6 @@ async fn internal_routes_require_the_cluster_secret() {
             assert_eq!(status, 401, "{path} with secret {secret:?}");
         }
     }
-    let page = cluster
-        .node(leader)
-        .client()
-        .history("secured", 0, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        page.events.len(),
-        1,
-        "a refused internal request appended: {page:?}"
-    );
+    let page = cluster.node(leader).client().history("secured", 0, 10).await.unwrap();
+    assert_eq!(page.events.len(), 1, "a refused internal request appended: {page:?}");
 }

@@ -13,14 +13,11 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("open sled");
+        let db = sled::Config::new().path(dir.path().join("db")).open().expect("open sled");
         let log = LogStore::open(&db).expect("open log store");
         let store = Store::open(&db).expect("open store");
-        let sm =
-            StateMachine::open(store, &dir.path().join("snapshot")).expect("open state machine");
+        let hub = synap::hub::Hub::new(store.clone(), 16);
+        let sm = StateMachine::open(store, &dir.path().join("snapshot"), hub).expect("open state machine");
         Ok((dir, log, sm))
     }
 }

@@ -17,12 +17,7 @@ async fn room_lifecycle_batch_history_and_filters() {
     let client = cluster.nodes[0].client();
 
     // Create (201), create again (409), get-or-create (200, not created).
-    let (status, body) = raw(
-        Method::POST,
-        &format!("{base}/stream/events"),
-        Some(r#"{"max_events":1000}"#),
-    )
-    .await;
+    let (status, body) = raw(Method::POST, &format!("{base}/stream/events"), Some(r#"{"max_events":1000}"#)).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["stats"]["max_events"], 1000);
     let (status, _) = raw(Method::POST, &format!("{base}/stream/events"), None).await;
@@ -34,74 +29,40 @@ async fn room_lifecycle_batch_history_and_filters() {
     let events: Vec<_> = (0..10)
         .map(|i| json!({ "event": if i % 2 == 0 { "user.created" } else { "order.paid" }, "data": { "i": i } }))
         .collect();
-    let (status, body) = raw(
-        Method::POST,
-        &format!("{base}/stream/events/batch"),
-        Some(&json!({ "events": events }).to_string()),
-    )
-    .await;
+    let (status, body) =
+        raw(Method::POST, &format!("{base}/stream/events/batch"), Some(&json!({ "events": events }).to_string())).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["offsets"], json!([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
 
     // Paging.
     let page = client.history("events", 0, 4).await.unwrap();
-    assert_eq!(
-        page.events.iter().map(|e| e.offset).collect::<Vec<_>>(),
-        vec![0, 1, 2, 3]
-    );
+    assert_eq!(page.events.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     assert_eq!(page.next_offset, 4);
     assert_eq!((page.min_offset, page.max_offset), (0, Some(9)));
-    let page = client
-        .history("events", page.next_offset as i64, 100)
-        .await
-        .unwrap();
+    let page = client.history("events", page.next_offset as i64, 100).await.unwrap();
     assert_eq!(page.events.first().map(|e| e.offset), Some(4));
     assert_eq!(page.next_offset, 10);
 
     // Negative offsets count back from the end.
     let tail = client.history("events", -3, 100).await.unwrap();
-    assert_eq!(
-        tail.events.iter().map(|e| e.offset).collect::<Vec<_>>(),
-        vec![7, 8, 9]
-    );
+    assert_eq!(tail.events.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![7, 8, 9]);
 
     // Type filter, checked against the unfiltered history.
     let all = client.history_all("events").await.unwrap();
-    let (status, body) = raw(
-        Method::GET,
-        &format!("{base}/stream/events/history?types=user.*&limit=100"),
-        None,
-    )
-    .await;
+    let (status, body) = raw(Method::GET, &format!("{base}/stream/events/history?types=user.*&limit=100"), None).await;
     assert_eq!(status, 200);
-    let filtered: Vec<u64> = body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["offset"].as_u64().unwrap())
-        .collect();
-    let expected: Vec<u64> = all
-        .iter()
-        .filter(|e| e.event == "user.created")
-        .map(|e| e.offset)
-        .collect();
+    let filtered: Vec<u64> = body["events"].as_array().unwrap().iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    let expected: Vec<u64> = all.iter().filter(|e| e.event == "user.created").map(|e| e.offset).collect();
     assert_eq!(filtered, expected);
 
     // Stats and list.
     let stats = client.stats("events").await.unwrap();
-    assert_eq!(
-        (stats.event_count, stats.next_offset, stats.generation),
-        (10, 10, 1)
-    );
+    assert_eq!((stats.event_count, stats.next_offset, stats.generation), (10, 10, 1));
     assert_eq!(client.rooms().await.unwrap(), vec!["events".to_owned()]);
 
     // Strong read.
-    let (status, body) = raw(
-        Method::GET,
-        &format!("{base}/stream/events/history?consistency=strong&from_offset=-1"),
-        None,
-    )
-    .await;
+    let (status, body) =
+        raw(Method::GET, &format!("{base}/stream/events/history?consistency=strong&from_offset=-1"), None).await;
     assert_eq!(status, 200);
     assert_eq!(body["events"][0]["offset"], 9);
 
@@ -110,19 +71,12 @@ async fn room_lifecycle_batch_history_and_filters() {
     assert_eq!(status, 200);
     let (status, _) = raw(Method::GET, &format!("{base}/stream/events/history"), None).await;
     assert_eq!(status, 404);
-    let r = client
-        .publish("events", "again", &json!({}), None, None)
-        .await
-        .unwrap();
+    let r = client.publish("events", "again", &json!({}), None, None).await.unwrap();
     assert_eq!(r.offset, 0);
     let stats = client.stats("events").await.unwrap();
     assert_eq!((stats.generation, stats.event_count), (2, 1));
     let again = client.history_all("events").await.unwrap();
-    assert_eq!(
-        again.len(),
-        1,
-        "events of the deleted generation are gone: {again:?}"
-    );
+    assert_eq!(again.len(), 1, "events of the deleted generation are gone: {again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,24 +85,13 @@ async fn retention_by_count_trims_the_oldest_events() {
     cluster.wait_ready(Duration::from_secs(30)).await;
     let base = cluster.nodes[0].url.clone();
     let client = cluster.nodes[0].client();
-    let (status, _) = raw(
-        Method::POST,
-        &format!("{base}/stream/capped"),
-        Some(r#"{"max_events":5}"#),
-    )
-    .await;
+    let (status, _) = raw(Method::POST, &format!("{base}/stream/capped"), Some(r#"{"max_events":5}"#)).await;
     assert_eq!(status, 201);
     for i in 0..12 {
-        client
-            .publish("capped", "tick", &json!({ "i": i }), None, None)
-            .await
-            .unwrap();
+        client.publish("capped", "tick", &json!({ "i": i }), None, None).await.unwrap();
     }
     let page = client.history("capped", 0, 100).await.unwrap();
-    assert_eq!(
-        page.events.iter().map(|e| e.offset).collect::<Vec<_>>(),
-        vec![7, 8, 9, 10, 11]
-    );
+    assert_eq!(page.events.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![7, 8, 9, 10, 11]);
     assert_eq!(page.min_offset, 7);
     assert_eq!(page.events[0].data, json!({ "i": 7 }));
     let stats = client.stats("capped").await.unwrap();
@@ -160,34 +103,16 @@ async fn a_restarted_node_keeps_its_data_and_does_not_reinitialise() {
     let mut cluster = Cluster::start(1, &[]);
     cluster.wait_ready(Duration::from_secs(30)).await;
     let client = cluster.nodes[0].client();
-    let first = client
-        .publish("durable", "one", &json!({ "n": 1 }), None, None)
-        .await
-        .unwrap();
+    let first = client.publish("durable", "one", &json!({ "n": 1 }), None, None).await.unwrap();
     let log_before = client.cluster_status().await.unwrap().last_log_index;
     cluster.nodes[0].stop();
     cluster.nodes[0].start();
     cluster.wait_ready(Duration::from_secs(30)).await;
     let status = client.cluster_status().await.unwrap();
-    assert!(
-        status.last_log_index >= log_before,
-        "the log survived the restart: {status:?}"
-    );
-    assert_eq!(
-        client.history_all("durable").await.unwrap().len(),
-        1,
-        "the event survived the restart"
-    );
-    let second = client
-        .publish("durable", "two", &json!({ "n": 2 }), None, None)
-        .await
-        .unwrap();
+    assert!(status.last_log_index >= log_before, "the log survived the restart: {status:?}");
+    assert_eq!(client.history_all("durable").await.unwrap().len(), 1, "the event survived the restart");
+    let second = client.publish("durable", "two", &json!({ "n": 2 }), None, None).await.unwrap();
     assert_eq!((first.offset, second.offset), (0, 1));
-    let (status, body) = raw(
-        Method::POST,
-        &format!("{}/admin/cluster/init", cluster.nodes[0].url),
-        None,
-    )
-    .await;
+    let (status, body) = raw(Method::POST, &format!("{}/admin/cluster/init", cluster.nodes[0].url), None).await;
     assert_eq!(status, 400, "re-initialising is refused: {body}");
 }

@@ -22,32 +22,16 @@ async fn a_late_joiner_installs_a_snapshot_and_keeps_it_after_a_crash() {
         let room = &room_names[i % 2];
         let id = format!("s-{i}");
         let data = json!({ "i": i });
-        let r = client
-            .publish(room, "snap.test", &data, None, Some(&id))
-            .await
-            .expect("publish");
-        acks.push(Ack {
-            room: room.clone(),
-            offset: r.offset,
-            id,
-            data,
-        });
+        let r = client.publish(room, "snap.test", &data, None, Some(&id)).await.expect("publish");
+        acks.push(Ack { room: room.clone(), offset: r.offset, id, data });
     }
     client.stats("snap-a").await.expect("stats");
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let leader_client = cluster.node(leader).client();
-    wait_for(
-        Duration::from_secs(30),
-        "the leader to purge its log behind a snapshot",
-        || {
-            let c = leader_client.clone();
-            async move {
-                c.cluster_status()
-                    .await
-                    .is_ok_and(|s| s.purged_index.is_some_and(|p| p > 100))
-            }
-        },
-    )
+    wait_for(Duration::from_secs(30), "the leader to purge its log behind a snapshot", || {
+        let c = leader_client.clone();
+        async move { c.cluster_status().await.is_ok_and(|s| s.purged_index.is_some_and(|p| p > 100)) }
+    })
     .await;
 
     let via = cluster.nodes[1].url.clone();
@@ -55,32 +39,17 @@ async fn a_late_joiner_installs_a_snapshot_and_keeps_it_after_a_crash() {
     let status_client = cluster.nodes[0].client();
     wait_for(Duration::from_secs(60), "node 4 to become a voter", || {
         let c = status_client.clone();
-        async move {
-            c.cluster_status()
-                .await
-                .is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter))
-        }
+        async move { c.cluster_status().await.is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter)) }
     })
     .await;
     let joiner = cluster.node(4).client();
-    wait_for(
-        Duration::from_secs(30),
-        "node 4 to see itself as a voter",
-        || {
-            let c = joiner.clone();
-            async move {
-                c.cluster_status()
-                    .await
-                    .is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter))
-            }
-        },
-    )
+    wait_for(Duration::from_secs(30), "node 4 to see itself as a voter", || {
+        let c = joiner.clone();
+        async move { c.cluster_status().await.is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter)) }
+    })
     .await;
     let joined = joiner.cluster_status().await.expect("status of node 4");
-    assert!(
-        joined.snapshot_index.is_some(),
-        "node 4 caught up without a snapshot: {joined:?}"
-    );
+    assert!(joined.snapshot_index.is_some(), "node 4 caught up without a snapshot: {joined:?}");
 
     let histories_before = histories(&cluster, &room_names, &acks, Duration::from_secs(30)).await;
     check_acks(&acks, &histories_before);
@@ -89,14 +58,9 @@ async fn a_late_joiner_installs_a_snapshot_and_keeps_it_after_a_crash() {
     cluster.node_mut(4).kill();
     cluster.node_mut(4).start();
     cluster.wait_ready(Duration::from_secs(30)).await;
-    let after = client
-        .publish("snap-a", "snap.after", &json!({"after": true}), None, None)
-        .await
-        .expect("publish");
+    let after = client.publish("snap-a", "snap.after", &json!({"after": true}), None, None).await.expect("publish");
     let histories_after = histories(&cluster, &room_names, &acks, Duration::from_secs(30)).await;
     check_acks(&acks, &histories_after);
-    let on_joiner = cluster
-        .converged_history("snap-a", after.offset + 1, Duration::from_secs(30))
-        .await;
+    let on_joiner = cluster.converged_history("snap-a", after.offset + 1, Duration::from_secs(30)).await;
     assert_eq!(on_joiner[&4].last().map(|e| e.offset), Some(after.offset));
 }

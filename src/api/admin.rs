@@ -38,11 +38,8 @@ pub async fn init(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = body?;
-    let parsed: InitBody = if body.iter().all(u8::is_ascii_whitespace) {
-        InitBody { members: None }
-    } else {
-        input::json(&body)?
-    };
+    let parsed: InitBody =
+        if body.iter().all(u8::is_ascii_whitespace) { InitBody { members: None } } else { input::json(&body)? };
     let node = &app.node;
     let members = parsed.members.unwrap_or_else(|| {
         if node.config.peers.is_empty() {
@@ -77,29 +74,20 @@ pub async fn add_learner(
     let body = body?;
     let learner: LearnerBody = input::json(&body)?;
     if !(learner.url.starts_with("http://") || learner.url.starts_with("https://")) {
-        return Err(ApiError::bad_request(
-            "url must be an http:// or https:// base URL",
-        ));
+        return Err(ApiError::bad_request("url must be an http:// or https:// base URL"));
     }
     match app.node.add_learner(learner.id, &learner.url).await {
-        Err(AdminError::NotLeader(leader)) => {
-            relay(&app, leader, Method::POST, "/admin/cluster/learners", body).await
-        }
+        Err(AdminError::NotLeader(leader)) => relay(&app, leader, Method::POST, "/admin/cluster/learners", body).await,
         other => Ok(Json(json!({ "added": learner.id, "log_index": other? })).into_response()),
     }
 }
 
 /// `POST /admin/cluster/voters` `{"id"}`: promotes a learner.
-pub async fn promote(
-    State(app): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+pub async fn promote(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body?;
     let voter: VoterBody = input::json(&body)?;
     match app.node.promote(voter.id).await {
-        Err(AdminError::NotLeader(leader)) => {
-            relay(&app, leader, Method::POST, "/admin/cluster/voters", body).await
-        }
+        Err(AdminError::NotLeader(leader)) => relay(&app, leader, Method::POST, "/admin/cluster/voters", body).await,
         other => Ok(Json(json!({ "promoted": voter.id, "log_index": other? })).into_response()),
     }
 }
@@ -112,14 +100,7 @@ pub async fn remove(
     let Path(id) = path?;
     match app.node.remove(id).await {
         Err(AdminError::NotLeader(leader)) => {
-            relay(
-                &app,
-                leader,
-                Method::DELETE,
-                &format!("/admin/cluster/members/{id}"),
-                Bytes::new(),
-            )
-            .await
+            relay(&app, leader, Method::DELETE, &format!("/admin/cluster/members/{id}"), Bytes::new()).await
         }
         other => Ok(Json(json!({ "removed": id, "log_index": other? })).into_response()),
     }
@@ -146,23 +127,12 @@ async fn relay(
         .send()
         .await
         .map_err(|e| ApiError::unavailable(format!("cannot reach leader {leader}: {e}")))?;
-    let status =
-        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| ApiError::unavailable(format!("leader {leader}: {e}")))?;
-    let log_index = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v["log_index"].as_u64());
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = response.bytes().await.map_err(|e| ApiError::unavailable(format!("leader {leader}: {e}")))?;
+    let log_index = serde_json::from_slice::<serde_json::Value>(&bytes).ok().and_then(|v| v["log_index"].as_u64());
     if let (true, Some(index)) = (status.is_success(), log_index) {
         let deadline = tokio::time::Instant::now() + app.node.config.write_timeout;
         app.node.wait_applied(index, deadline).await?;
     }
-    Ok((
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        bytes,
-    )
-        .into_response())
+    Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }

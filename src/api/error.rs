@@ -22,42 +22,27 @@ pub struct ApiError {
 impl ApiError {
     /// 400 with `message`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
+        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
     }
 
     /// 404 with `message`.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
+        Self { status: StatusCode::NOT_FOUND, message: message.into() }
     }
 
     /// 413 with `message`.
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: message.into(),
-        }
+        Self { status: StatusCode::PAYLOAD_TOO_LARGE, message: message.into() }
     }
 
     /// 503 with `message`: the cluster cannot serve this right now.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: message.into(),
-        }
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, message: message.into() }
     }
 
     /// 500 with `message`.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.into(),
-        }
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: message.into() }
     }
 }
 
@@ -66,9 +51,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.message, "code": self.status.as_u16() });
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -93,26 +76,18 @@ impl From<Rejection> for ApiError {
             Rejection::RoomExists(_) => StatusCode::CONFLICT,
             Rejection::RoomNotFound(_) => StatusCode::NOT_FOUND,
         };
-        Self {
-            status,
-            message: e.to_string(),
-        }
+        Self { status, message: e.to_string() }
     }
 }
 
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         let status = match e {
-            AdminError::NotLeader(_) | AdminError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AdminError::NotLeader(_) | AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Invalid(_) => StatusCode::BAD_REQUEST,
         };
-        Self {
-            status,
-            message: e.to_string(),
-        }
+        Self { status, message: e.to_string() }
     }
 }
 
@@ -124,10 +99,7 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(e: axum::extract::rejection::BytesRejection) -> Self {
-        Self {
-            status: e.status(),
-            message: format!("cannot read body: {}", e.body_text()),
-        }
+        Self { status: e.status(), message: format!("cannot read body: {}", e.body_text()) }
     }
 }
 

@@ -1,13 +1,20 @@
 //! JSON rendering of stored events. The payload and metadata are written
 //! as the raw JSON text they were stored as, never re-parsed.
 
-use crate::store::EventRecord;
+use crate::store::{EventRecord, StoredEvent};
 
 /// Appends the event object of DESIGN §4 for `record` of `room` to `out`.
 pub fn write_event(out: &mut String, room: &str, record: &EventRecord) {
-    let e = &record.event;
-    out.push_str("{\"offset\":");
-    out.push_str(&record.offset.to_string());
+    out.push('{');
+    write_event_fields(out, room, record.offset, &record.event);
+    out.push('}');
+}
+
+/// Appends the fields of the event object, without the braces, so that
+/// callers can add fields of their own (`"type":"event"` on streams).
+pub fn write_event_fields(out: &mut String, room: &str, offset: u64, e: &StoredEvent) {
+    out.push_str("\"offset\":");
+    out.push_str(&offset.to_string());
     out.push_str(",\"room\":");
     push_str_json(out, room);
     out.push_str(",\"event\":");
@@ -20,7 +27,6 @@ pub fn write_event(out: &mut String, room: &str, record: &EventRecord) {
     out.push_str(&e.timestamp.to_string());
     out.push_str(",\"id\":");
     push_str_json(out, &e.id);
-    out.push('}');
 }
 
 fn push_str_json(out: &mut String, s: &str) {

@@ -23,10 +23,7 @@ pub fn room_name(name: &str) -> Result<(), ApiError> {
             name.len()
         )));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-    {
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
         return Err(ApiError::bad_request(format!(
             "room name contains {bad:?}; allowed are letters, digits and . _ : -"
         )));
@@ -39,17 +36,10 @@ fn event_type(name: &str) -> Result<(), ApiError> {
         return Err(ApiError::bad_request("event type is empty"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(ApiError::bad_request(format!(
-            "event type is longer than {MAX_NAME_LEN} characters"
-        )));
+        return Err(ApiError::bad_request(format!("event type is longer than {MAX_NAME_LEN} characters")));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '>' | ','))
-    {
-        return Err(ApiError::bad_request(format!(
-            "event type contains {bad:?}, which is not allowed"
-        )));
+    if let Some(bad) = name.chars().find(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '>' | ',')) {
+        return Err(ApiError::bad_request(format!("event type contains {bad:?}, which is not allowed")));
     }
     Ok(())
 }
@@ -77,8 +67,7 @@ pub struct BatchBody<'a> {
 
 /// Parses a JSON body into `T`, with a 400 that says what is wrong.
 pub fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 impl EventBody<'_> {
@@ -93,26 +82,16 @@ impl EventBody<'_> {
         };
         let size = self.data.get().len() + metadata.as_ref().map_or(0, String::len);
         if size > max_bytes {
-            return Err(ApiError::too_large(format!(
-                "event is {size} bytes; the limit is {max_bytes}"
-            )));
+            return Err(ApiError::too_large(format!("event is {size} bytes; the limit is {max_bytes}")));
         }
         let id = match self.id {
             Some(id) if id.is_empty() || id.len() > MAX_NAME_LEN => {
-                return Err(ApiError::bad_request(format!(
-                    "id must be 1 to {MAX_NAME_LEN} characters"
-                )));
+                return Err(ApiError::bad_request(format!("id must be 1 to {MAX_NAME_LEN} characters")));
             }
             Some(id) => id,
             None => uuid::Uuid::new_v4().to_string(),
         };
-        Ok(NewEvent {
-            room: room.to_owned(),
-            event: self.event,
-            data: one_line(self.data.get()),
-            metadata,
-            id,
-        })
+        Ok(NewEvent { room: room.to_owned(), event: self.event, data: one_line(self.data.get()), metadata, id })
     }
 }
 
@@ -166,20 +145,14 @@ pub struct RoomConfigBody {
 impl RoomConfigBody {
     /// Parses an optional body (empty means defaults).
     pub fn parse(body: &[u8]) -> Result<RoomConfig, ApiError> {
-        let parsed: RoomConfigBody = if body.iter().all(u8::is_ascii_whitespace) {
-            Self::default()
-        } else {
-            json(body)?
-        };
+        let parsed: RoomConfigBody =
+            if body.iter().all(u8::is_ascii_whitespace) { Self::default() } else { json(body)? };
         if parsed.max_events == Some(0) {
             return Err(ApiError::bad_request("max_events must be at least 1"));
         }
         if parsed.max_age_secs == Some(0) {
             return Err(ApiError::bad_request("max_age_secs must be at least 1"));
         }
-        Ok(RoomConfig {
-            max_events: parsed.max_events,
-            max_age_secs: parsed.max_age_secs,
-        })
+        Ok(RoomConfig { max_events: parsed.max_events, max_age_secs: parsed.max_age_secs })
     }
 }

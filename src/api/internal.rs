@@ -20,14 +20,9 @@ use crate::raft::network::SECRET_HEADER;
 /// Refuses internal requests that do not carry the cluster secret.
 pub async fn require_secret(State(app): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(secret) = &app.node.config.cluster_secret {
-        let given = request
-            .headers()
-            .get(SECRET_HEADER)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
+        let given = request.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
         if !constant_time_eq(given, secret.as_bytes()) {
-            let body =
-                serde_json::json!({ "error": "missing or wrong cluster secret", "code": 401 });
+            let body = serde_json::json!({ "error": "missing or wrong cluster secret", "code": 401 });
             return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
         }
     }
@@ -40,9 +35,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
-    codec::decode(body).map_err(|e| {
-        Box::new((StatusCode::BAD_REQUEST, format!("undecodable body: {e}")).into_response())
-    })
+    codec::decode(body)
+        .map_err(|e| Box::new((StatusCode::BAD_REQUEST, format!("undecodable body: {e}")).into_response()))
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {

@@ -7,6 +7,7 @@ pub mod event_json;
 pub mod input;
 mod internal;
 pub mod stream;
+mod subscribe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,21 +37,11 @@ pub struct AppState {
 
 /// The whole router of a node.
 pub fn router(node: Arc<Node>) -> Router {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap_or_default();
-    let state = AppState {
-        node: node.clone(),
-        http,
-    };
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap_or_default();
+    let state = AppState { node: node.clone(), http };
     // Bodies are read whole and then checked, so that an oversized event
     // gets a JSON error naming the limit rather than a bare 413.
-    let public_limit = node
-        .config
-        .max_event_bytes
-        .saturating_mul(MAX_BATCH_FACTOR)
-        .max(16 * 1024 * 1024);
+    let public_limit = node.config.max_event_bytes.saturating_mul(MAX_BATCH_FACTOR).max(16 * 1024 * 1024);
 
     let internal = Router::new()
         .route("/raft/append", post(internal::append))
@@ -58,26 +49,21 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/raft/snapshot", post(internal::snapshot))
         .route("/raft/forward", post(internal::forward))
         .route("/raft/read-index", post(internal::read_index))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            internal::require_secret,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), internal::require_secret))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
 
     let public = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/stream/list", get(stream::list))
-        .route(
-            "/stream/{room}",
-            post(stream::create_room)
-                .put(stream::get_or_create_room)
-                .delete(stream::delete_room),
-        )
+        .route("/stream/{room}", post(stream::create_room).put(stream::get_or_create_room).delete(stream::delete_room))
         .route("/stream/{room}/publish", post(stream::publish))
         .route("/stream/{room}/batch", post(stream::batch))
         .route("/stream/{room}/history", get(stream::history))
         .route("/stream/{room}/stats", get(stream::stats))
+        .route("/stream/{room}/ws", get(subscribe::ws))
+        .route("/stream/{room}/ws/{subscriber_id}", get(subscribe::ws_subscriber))
+        .route("/stream/{room}/sse", get(subscribe::sse))
         .route("/admin/cluster", get(admin::status))
         .route("/admin/cluster/init", post(admin::init))
         .route("/admin/cluster/learners", post(admin::add_learner))

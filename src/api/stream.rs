@@ -51,6 +51,9 @@ pub struct RoomStats {
     pub published_total: u64,
     /// Payload bytes ever published.
     pub bytes_total: u64,
+    /// Live subscribers of the room on the answering node.
+    #[serde(default)]
+    pub subscribers: usize,
 }
 
 impl From<RoomInfo> for RoomStats {
@@ -67,24 +70,17 @@ impl From<RoomInfo> for RoomStats {
             last_event_at: info.last_event_at,
             published_total: info.published_total,
             bytes_total: info.bytes_total,
+            subscribers: 0,
         }
     }
 }
 
-async fn publish_events(
-    app: &AppState,
-    events: Vec<crate::command::NewEvent>,
-) -> Result<Vec<Published>, ApiError> {
-    let request = Request::Publish {
-        events,
-        create_missing: app.node.config.auto_create_rooms,
-    };
+async fn publish_events(app: &AppState, events: Vec<crate::command::NewEvent>) -> Result<Vec<Published>, ApiError> {
+    let request = Request::Publish { events, create_missing: app.node.config.auto_create_rooms };
     match app.node.write(request).await? {
         Reply::Published(published) => Ok(published),
         Reply::Rejected(rejection) => Err(rejection.into()),
-        other => Err(ApiError::internal(format!(
-            "unexpected reply to publish: {other:?}"
-        ))),
+        other => Err(ApiError::internal(format!("unexpected reply to publish: {other:?}"))),
     }
 }
 
@@ -102,9 +98,7 @@ pub async fn publish(
     let Some(p) = published.into_iter().next() else {
         return Err(ApiError::internal("publish answered no offset"));
     };
-    Ok(Json(
-        json!({ "offset": p.offset, "room": p.room, "timestamp": p.timestamp, "duplicate": p.duplicate }),
-    ))
+    Ok(Json(json!({ "offset": p.offset, "room": p.room, "timestamp": p.timestamp, "duplicate": p.duplicate })))
 }
 
 /// `POST /stream/{room}/batch`
@@ -120,9 +114,7 @@ pub async fn batch(
     let published = publish_events(&app, events).await?;
     let offsets: Vec<u64> = published.iter().map(|p| p.offset).collect();
     let timestamp = published.first().map_or(0, |p| p.timestamp);
-    Ok(Json(
-        json!({ "room": room, "offsets": offsets, "timestamp": timestamp }),
-    ))
+    Ok(Json(json!({ "room": room, "offsets": offsets, "timestamp": timestamp })))
 }
 
 /// Query of `GET /stream/{room}/history`.
@@ -143,32 +135,24 @@ pub async fn history(
 ) -> Result<Response, ApiError> {
     let room = room_path(path)?;
     let Query(query) = query?;
-    let filter = TypeFilter::parse(query.types.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let filter =
+        TypeFilter::parse(query.types.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     match query.consistency.as_deref() {
         None | Some("local") => {}
         Some("strong") => app.node.read_barrier().await?,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "consistency must be 'local' or 'strong', not '{other}'"
-            )));
+            return Err(ApiError::bad_request(format!("consistency must be 'local' or 'strong', not '{other}'")));
         }
     }
-    let meta = app
-        .node
-        .store
-        .room(&room)?
-        .ok_or_else(|| ApiError::not_found(format!("room '{room}' does not exist")))?;
+    let meta =
+        app.node.store.room(&room)?.ok_or_else(|| ApiError::not_found(format!("room '{room}' does not exist")))?;
     let info = &meta.info;
     let from = match query.from_offset.unwrap_or(0) {
         back if back < 0 => info.next_offset.saturating_sub(back.unsigned_abs()),
         from => from as u64,
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    let page = app
-        .node
-        .store
-        .read(&meta, from, info.next_offset, limit, |t| filter.matches(t))?;
+    let page = app.node.store.read(&meta, from, info.next_offset, limit, |t| filter.matches(t))?;
 
     let mut body = String::with_capacity(128 + page.events.len() * 256);
     body.push_str("{\"events\":[");
@@ -178,44 +162,22 @@ pub async fn history(
         }
         write_event(&mut body, &room, record);
     }
-    let max_offset = info
-        .next_offset
-        .checked_sub(1)
-        .filter(|_| info.next_offset > info.min_offset);
+    let max_offset = info.next_offset.checked_sub(1).filter(|_| info.next_offset > info.min_offset);
     body.push_str(&format!(
         "],\"next_offset\":{},\"min_offset\":{},\"max_offset\":{}}}",
         page.next_offset,
         info.min_offset,
         max_offset.map_or("null".to_owned(), |m| m.to_string())
     ));
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn create(
-    app: &AppState,
-    room: String,
-    body: &[u8],
-    if_absent: bool,
-) -> Result<(bool, RoomInfo), ApiError> {
+async fn create(app: &AppState, room: String, body: &[u8], if_absent: bool) -> Result<(bool, RoomInfo), ApiError> {
     let config = RoomConfigBody::parse(body)?;
-    match app
-        .node
-        .write(Request::CreateRoom {
-            room,
-            config,
-            if_absent,
-        })
-        .await?
-    {
+    match app.node.write(Request::CreateRoom { room, config, if_absent }).await? {
         Reply::Room { created, info } => Ok((created, info)),
         Reply::Rejected(rejection) => Err(rejection.into()),
-        other => Err(ApiError::internal(format!(
-            "unexpected reply to create: {other:?}"
-        ))),
+        other => Err(ApiError::internal(format!("unexpected reply to create: {other:?}"))),
     }
 }
 
@@ -227,11 +189,7 @@ pub async fn create_room(
 ) -> Result<Response, ApiError> {
     let room = room_path(path)?;
     let (_, info) = create(&app, room, &body?, false).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "created": true, "stats": RoomStats::from(info) })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(json!({ "created": true, "stats": RoomStats::from(info) }))).into_response())
 }
 
 /// `PUT /stream/{room}`: get or create.
@@ -242,16 +200,8 @@ pub async fn get_or_create_room(
 ) -> Result<Response, ApiError> {
     let room = room_path(path)?;
     let (created, info) = create(&app, room, &body?, true).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(json!({ "created": created, "stats": RoomStats::from(info) })),
-    )
-        .into_response())
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({ "created": created, "stats": RoomStats::from(info) }))).into_response())
 }
 
 /// `DELETE /stream/{room}`
@@ -260,16 +210,10 @@ pub async fn delete_room(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let room = room_path(path)?;
-    match app
-        .node
-        .write(Request::DeleteRoom { room: room.clone() })
-        .await?
-    {
+    match app.node.write(Request::DeleteRoom { room: room.clone() }).await? {
         Reply::Deleted => Ok(Json(json!({ "deleted": true, "room": room }))),
         Reply::Rejected(rejection) => Err(rejection.into()),
-        other => Err(ApiError::internal(format!(
-            "unexpected reply to delete: {other:?}"
-        ))),
+        other => Err(ApiError::internal(format!("unexpected reply to delete: {other:?}"))),
     }
 }
 
@@ -279,22 +223,15 @@ pub async fn stats(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RoomStats>, ApiError> {
     let room = room_path(path)?;
-    let meta = app
-        .node
-        .store
-        .room(&room)?
-        .ok_or_else(|| ApiError::not_found(format!("room '{room}' does not exist")))?;
-    Ok(Json(meta.info.into()))
+    let meta =
+        app.node.store.room(&room)?.ok_or_else(|| ApiError::not_found(format!("room '{room}' does not exist")))?;
+    let mut stats = RoomStats::from(meta.info);
+    stats.subscribers = app.node.hub.subscribers_of(&room);
+    Ok(Json(stats))
 }
 
 /// `GET /stream/list`
 pub async fn list(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let rooms: Vec<String> = app
-        .node
-        .store
-        .rooms()?
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let rooms: Vec<String> = app.node.store.rooms()?.into_iter().map(|r| r.name).collect();
     Ok(Json(json!({ "count": rooms.len(), "rooms": rooms })))
 }

@@ -10,12 +10,7 @@ use crate::client::Client;
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Base URL of any node.
-    #[arg(
-        long,
-        global = true,
-        env = "SYNAP_URL",
-        default_value = "http://127.0.0.1:15500"
-    )]
+    #[arg(long, global = true, env = "SYNAP_URL", default_value = "http://127.0.0.1:15500")]
     url: String,
 }
 
@@ -41,6 +36,22 @@ pub struct PublishArgs {
     id: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Room to follow.
+    room: String,
+    /// First offset; negative counts back from the end (default: only new events).
+    #[arg(long, allow_hyphen_values = true)]
+    from: Option<i64>,
+    /// Only these event types (patterns: `*` one segment, `>` the rest).
+    #[arg(long)]
+    types: Option<String>,
+    /// Base URLs of the nodes, comma-separated; the stream moves to the next
+    /// one when a node goes away.
+    #[arg(long, env = "SYNAP_URL", default_value = "http://127.0.0.1:15500", value_delimiter = ',')]
+    url: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -113,48 +124,65 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
 }
 
 pub async fn publish(args: PublishArgs) -> Result<(), String> {
-    let data: Value = serde_json::from_str(&args.json)
-        .map_err(|e| format!("JSON argument is not valid JSON: {e}"))?;
+    let data: Value = serde_json::from_str(&args.json).map_err(|e| format!("JSON argument is not valid JSON: {e}"))?;
     let mut metadata = serde_json::Map::new();
     for entry in &args.metadata {
-        let (k, v) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("--metadata '{entry}' is not KEY=VALUE"))?;
+        let (k, v) = entry.split_once('=').ok_or_else(|| format!("--metadata '{entry}' is not KEY=VALUE"))?;
         metadata.insert(k.to_owned(), Value::from(v));
     }
     let metadata = (!metadata.is_empty()).then_some(Value::Object(metadata));
     let client = args.client.client();
     let result = client
-        .publish(
-            &args.room,
-            &args.event_type,
-            &data,
-            metadata.as_ref(),
-            args.id.as_deref(),
-        )
+        .publish(&args.room, &args.event_type, &data, metadata.as_ref(), args.id.as_deref())
         .await
         .map_err(|e| e.to_string())?;
-    println!(
-        "{}",
-        serde_json::to_string(&result).map_err(|e| e.to_string())?
-    );
+    println!("{}", serde_json::to_string(&result).map_err(|e| e.to_string())?);
     Ok(())
 }
 
 pub async fn history(args: HistoryArgs) -> Result<(), String> {
-    let page = args
-        .client
-        .client()
-        .history(&args.room, args.from, args.limit)
-        .await
-        .map_err(|e| e.to_string())?;
+    let page = args.client.client().history(&args.room, args.from, args.limit).await.map_err(|e| e.to_string())?;
     for event in &page.events {
-        println!(
-            "{}",
-            serde_json::to_string(event).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string(event).map_err(|e| e.to_string())?);
     }
     Ok(())
+}
+
+pub async fn tail(args: TailArgs) -> Result<(), String> {
+    use std::io::Write;
+    use std::ops::ControlFlow;
+
+    use crate::client::{From, Received, SubscribeOptions};
+
+    let from = match args.from {
+        None => From::Live,
+        Some(back) if back < 0 => From::FromEnd(back.unsigned_abs()),
+        Some(offset) => From::Offset(offset as u64),
+    };
+    let client = Client::cluster(&args.url);
+    let options = SubscribeOptions { types: args.types };
+    let mut stdout = std::io::stdout().lock();
+    client
+        .subscribe(&args.room, from, options, |received| {
+            let written = match received {
+                Received::Event(event) => serde_json::to_string(&event)
+                    .map_err(std::io::Error::other)
+                    .and_then(|line| writeln!(stdout, "{line}"))
+                    .and_then(|()| stdout.flush()),
+                Received::Gap { requested, earliest } => {
+                    eprintln!("gap: offsets {requested}..{earliest} were trimmed before delivery");
+                    Ok(())
+                }
+            };
+            // A closed stdout (e.g. `| head`) ends the tail.
+            if written.is_err() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())
 }
 
 pub async fn rooms(args: ClientArgs) -> Result<(), String> {
@@ -165,22 +193,13 @@ pub async fn rooms(args: ClientArgs) -> Result<(), String> {
 }
 
 pub async fn stats(args: StatsArgs) -> Result<(), String> {
-    print_json(
-        &args
-            .client
-            .client()
-            .stats(&args.room)
-            .await
-            .map_err(|e| e.to_string())?,
-    )
+    print_json(&args.client.client().stats(&args.room).await.map_err(|e| e.to_string())?)
 }
 
 pub async fn cluster(args: ClusterArgs) -> Result<(), String> {
     let client = args.client.client();
     let answer = match args.command {
-        ClusterCommand::Status => {
-            return print_json(&client.cluster_status().await.map_err(|e| e.to_string())?)
-        }
+        ClusterCommand::Status => return print_json(&client.cluster_status().await.map_err(|e| e.to_string())?),
         ClusterCommand::Init => client.cluster_init().await,
         ClusterCommand::AddLearner { id, url } => client.add_learner(id, &url).await,
         ClusterCommand::Promote { id } => client.promote(id).await,
@@ -194,10 +213,7 @@ pub async fn health(args: HealthArgs) -> Result<(), String> {
         Some(url) => Client::new(url),
         None => args.client.client(),
     };
-    client
-        .ready()
-        .await
-        .map_err(|e| format!("{} is not ready: {e}", client.base_url()))?;
+    client.ready().await.map_err(|e| format!("{} is not ready: {e}", client.base_url()))?;
     println!("ready");
     Ok(())
 }

@@ -30,6 +30,8 @@ enum Command {
     Publish(client_cmds::PublishArgs),
     /// Print a room's events, one JSON object per line.
     History(client_cmds::HistoryArgs),
+    /// Follow a room live, one JSON object per line; never exits on its own.
+    Tail(client_cmds::TailArgs),
     /// List rooms.
     Rooms(client_cmds::ClientArgs),
     /// Show a room's statistics.
@@ -75,6 +77,13 @@ pub struct ServeArgs {
     /// Refuse publishes to rooms that do not exist instead of creating them.
     #[arg(long, env = "SYNAP_NO_AUTO_CREATE")]
     no_auto_create: bool,
+    /// Most live subscribers (WebSocket + SSE) this node serves at once.
+    #[arg(long, env = "SYNAP_MAX_SUBSCRIBERS", default_value_t = 10_000)]
+    max_subscribers: usize,
+    /// Disconnect a subscriber whose socket accepts nothing for this many
+    /// seconds (it can resume from its last offset).
+    #[arg(long, env = "SYNAP_SUBSCRIBER_SEND_TIMEOUT_SECS", default_value_t = 30)]
+    subscriber_send_timeout_secs: u64,
     /// Snapshot the state (and purge the log behind it) every N log
     /// entries; 0 = never.
     #[arg(long, env = "SYNAP_SNAPSHOT_EVERY", default_value_t = 20_000)]
@@ -90,18 +99,11 @@ pub struct UsageError(String);
 pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>, UsageError> {
     let mut peers = BTreeMap::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, url) = part
-            .split_once('=')
-            .ok_or_else(|| UsageError(format!("--peers: '{part}' is not ID=URL")))?;
-        let id: NodeId = id
-            .trim()
-            .parse()
-            .map_err(|_| UsageError(format!("--peers: '{id}' is not a node id")))?;
+        let (id, url) = part.split_once('=').ok_or_else(|| UsageError(format!("--peers: '{part}' is not ID=URL")))?;
+        let id: NodeId = id.trim().parse().map_err(|_| UsageError(format!("--peers: '{id}' is not a node id")))?;
         let url = url.trim().trim_end_matches('/');
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(UsageError(format!(
-                "--peers: '{url}' is not an http:// URL"
-            )));
+            return Err(UsageError(format!("--peers: '{url}' is not an http:// URL")));
         }
         if peers.insert(id, url.to_owned()).is_some() {
             return Err(UsageError(format!("--peers: node {id} is listed twice")));
@@ -112,18 +114,13 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>, UsageError> {
 
 impl ServeArgs {
     fn into_config(self) -> Result<NodeConfig, UsageError> {
-        let advertise = self
-            .advertise
-            .unwrap_or_else(|| format!("http://{}", self.listen));
+        let advertise = self.advertise.unwrap_or_else(|| format!("http://{}", self.listen));
         let peers = match &self.peers {
             Some(spec) => parse_peers(spec)?,
             None => BTreeMap::new(),
         };
         if !peers.is_empty() && !peers.contains_key(&self.id) {
-            return Err(UsageError(format!(
-                "--peers does not list this node's id {}",
-                self.id
-            )));
+            return Err(UsageError(format!("--peers does not list this node's id {}", self.id)));
         }
         Ok(NodeConfig {
             id: self.id,
@@ -136,6 +133,8 @@ impl ServeArgs {
             write_timeout: Duration::from_millis(self.write_timeout_ms.max(1)),
             max_event_bytes: self.max_event_bytes,
             auto_create_rooms: !self.no_auto_create,
+            max_subscribers: self.max_subscribers,
+            subscriber_send_timeout: Duration::from_secs(self.subscriber_send_timeout_secs.max(1)),
             snapshot_every: self.snapshot_every,
         })
     }
@@ -147,6 +146,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Serve(args) => serve(args).await,
         Command::Publish(args) => client_cmds::publish(args).await,
         Command::History(args) => client_cmds::history(args).await,
+        Command::Tail(args) => client_cmds::tail(args).await,
         Command::Rooms(args) => client_cmds::rooms(args).await,
         Command::Stats(args) => client_cmds::stats(args).await,
         Command::Cluster(args) => client_cmds::cluster(args).await,
@@ -165,12 +165,7 @@ pub async fn run(cli: Cli) -> i32 {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYNAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("synap=info,openraft=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let config = args.into_config().map_err(|e| e.to_string())?;
-    crate::server::serve(config)
-        .await
-        .map_err(|e| e.to_string())
+    crate::server::serve(config).await.map_err(|e| e.to_string())
 }

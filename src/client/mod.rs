@@ -9,6 +9,8 @@
 //! # Ok(()) }
 //! ```
 
+mod subscribe;
+
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -17,6 +19,8 @@ use serde_json::Value;
 
 use crate::api::stream::RoomStats;
 use crate::node::cluster::ClusterStatus;
+
+pub use subscribe::{From, Received, SubscribeOptions};
 
 /// What went wrong talking to a node.
 #[derive(Debug, thiserror::Error)]
@@ -87,25 +91,31 @@ pub struct HistoryPage {
     pub max_offset: Option<u64>,
 }
 
-/// A client bound to one node's base URL.
+/// A client of a Synap cluster. Requests go to the first node;
+/// subscriptions fail over to the others.
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    nodes: Vec<String>,
     http: reqwest::Client,
 }
 
 impl Client {
     /// A client for the node at `base_url` (e.g. `http://127.0.0.1:15500`).
     pub fn new(base_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Self {
-            base: base_url.trim_end_matches('/').to_owned(),
-            http,
+        Self::cluster(&[base_url])
+    }
+
+    /// A client that knows several nodes (an empty list means the default
+    /// `http://127.0.0.1:15500`).
+    pub fn cluster<S: AsRef<str>>(base_urls: &[S]) -> Self {
+        let mut nodes: Vec<String> = base_urls.iter().map(|u| u.as_ref().trim_end_matches('/').to_owned()).collect();
+        if nodes.is_empty() {
+            nodes.push("http://127.0.0.1:15500".to_owned());
         }
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).tcp_nodelay(true).build().unwrap_or_default();
+        Self { base: nodes[0].clone(), nodes, http }
     }
 
     /// The node's base URL.
@@ -113,29 +123,20 @@ impl Client {
         &self.base
     }
 
-    async fn send<T: DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-        url: &str,
-    ) -> Result<T, ClientError> {
-        let response = request.send().await.map_err(|e| ClientError::Transport {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
+        let response =
+            request.send().await.map_err(|e| ClientError::Transport { url: url.to_owned(), reason: e.to_string() })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| ClientError::Transport {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Transport { url: url.to_owned(), reason: e.to_string() })?;
         if !status.is_success() {
             let message = serde_json::from_slice::<Value>(&bytes)
                 .ok()
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(ClientError::Http {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(ClientError::Http { status: status.as_u16(), message });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -170,16 +171,8 @@ impl Client {
     }
 
     /// Reads a page of `room` from `from` (negative: from the end).
-    pub async fn history(
-        &self,
-        room: &str,
-        from: i64,
-        limit: usize,
-    ) -> Result<HistoryPage, ClientError> {
-        self.get(&format!(
-            "/stream/{room}/history?from_offset={from}&limit={limit}"
-        ))
-        .await
+    pub async fn history(&self, room: &str, from: i64, limit: usize) -> Result<HistoryPage, ClientError> {
+        self.get(&format!("/stream/{room}/history?from_offset={from}&limit={limit}")).await
     }
 
     /// Reads the whole retained history of `room`, page by page.
@@ -187,11 +180,8 @@ impl Client {
         let mut events = Vec::new();
         let mut from = 0;
         loop {
-            let page = self
-                .history(room, from as i64, crate::store::MAX_PAGE)
-                .await?;
-            let done =
-                page.events.is_empty() || page.max_offset.is_none_or(|max| page.next_offset > max);
+            let page = self.history(room, from as i64, crate::store::MAX_PAGE).await?;
+            let done = page.events.is_empty() || page.max_offset.is_none_or(|max| page.next_offset > max);
             events.extend(page.events);
             if done {
                 return Ok(events);
@@ -203,8 +193,7 @@ impl Client {
     /// Names of all rooms.
     pub async fn rooms(&self) -> Result<Vec<String>, ClientError> {
         let value: Value = self.get("/stream/list").await?;
-        serde_json::from_value(value["rooms"].clone())
-            .map_err(|e| ClientError::Decode(e.to_string()))
+        serde_json::from_value(value["rooms"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// Statistics of `room`.
@@ -219,23 +208,17 @@ impl Client {
 
     /// Initialises the cluster from the node's own configuration.
     pub async fn cluster_init(&self) -> Result<Value, ClientError> {
-        self.post("/admin/cluster/init", &serde_json::json!({}))
-            .await
+        self.post("/admin/cluster/init", &serde_json::json!({})).await
     }
 
     /// Adds a learner and waits until it has caught up.
     pub async fn add_learner(&self, id: u64, url: &str) -> Result<Value, ClientError> {
-        self.post(
-            "/admin/cluster/learners",
-            &serde_json::json!({ "id": id, "url": url }),
-        )
-        .await
+        self.post("/admin/cluster/learners", &serde_json::json!({ "id": id, "url": url })).await
     }
 
     /// Promotes a learner to voter.
     pub async fn promote(&self, id: u64) -> Result<Value, ClientError> {
-        self.post("/admin/cluster/voters", &serde_json::json!({ "id": id }))
-            .await
+        self.post("/admin/cluster/voters", &serde_json::json!({ "id": id })).await
     }
 
     /// Removes a member.

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::forward::{ForwardError, Forwarder};
 use super::proposer::Proposer;
 use super::{Node, NodeConfig, WriteError};
+use crate::hub::Hub;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::StateMachine;
@@ -95,7 +96,8 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
         .map_err(StoreError::from)?;
     let log = LogStore::open(&db).map_err(StoreError::from)?;
     let store = Store::open(&db)?;
-    let sm = StateMachine::open(store.clone(), &config.data_dir.join("snapshot"))?;
+    let hub = Hub::new(store.clone(), config.max_subscribers);
+    let sm = StateMachine::open(store.clone(), &config.data_dir.join("snapshot"), hub.clone())?;
     let applied = sm.subscribe();
 
     let raft_config = Config {
@@ -122,14 +124,7 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let proposer = Proposer::start(raft.clone());
     let forwarder = Forwarder::new(config.cluster_secret.clone());
-    Ok(Arc::new(Node {
-        config,
-        raft,
-        store,
-        applied,
-        proposer,
-        forwarder,
-    }))
+    Ok(Arc::new(Node { config, raft, store, hub, applied, proposer, forwarder }))
 }
 
 /// Forms or joins the cluster as the configuration says. Never
@@ -149,10 +144,7 @@ pub async fn bootstrap(node: Arc<Node>) {
     } else if node.config.peers.keys().next() == Some(&node.id()) {
         wait_for_peers(&node).await;
         match node.initialize(node.config.peers.clone()).await {
-            Ok(()) => tracing::info!(
-                "cluster initialised with {} voters",
-                node.config.peers.len()
-            ),
+            Ok(()) => tracing::info!("cluster initialised with {} voters", node.config.peers.len()),
             Err(e) => tracing::warn!("not initialising: {e}"),
         }
     }
@@ -164,12 +156,8 @@ async fn wait_for_peers(node: &Node) {
         let mut missing = Vec::new();
         for (id, url) in &node.config.peers {
             let health = format!("{}/health", url.trim_end_matches('/'));
-            let up = client
-                .get(&health)
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            let up =
+                client.get(&health).timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success());
             if !up {
                 missing.push(*id);
             }
@@ -196,13 +184,7 @@ async fn join_cluster(node: &Node, join: &str) {
     for (path, body) in steps {
         loop {
             let url = format!("{base}/admin/cluster/{path}");
-            match client
-                .post(&url)
-                .json(&body)
-                .timeout(Duration::from_secs(300))
-                .send()
-                .await
-            {
+            match client.post(&url).json(&body).timeout(Duration::from_secs(300)).send().await {
                 Ok(resp) if resp.status().is_success() => break,
                 Ok(resp) => {
                     let status = resp.status();
@@ -218,23 +200,14 @@ async fn join_cluster(node: &Node, join: &str) {
 }
 
 /// Asks the leader at `url` for a read index (see [`Node::read_barrier`]).
-pub(crate) async fn remote_read_index(
-    forwarder: &Forwarder,
-    url: &str,
-    timeout: Duration,
-) -> Result<u64, WriteError> {
-    forwarder
-        .read_index(url, timeout)
-        .await
-        .map_err(|e| match e {
-            ForwardError::NotTaken(e) | ForwardError::Unknown(e) => WriteError::Unavailable(e),
-        })
+pub(crate) async fn remote_read_index(forwarder: &Forwarder, url: &str, timeout: Duration) -> Result<u64, WriteError> {
+    forwarder.read_index(url, timeout).await.map_err(|e| match e {
+        ForwardError::NotTaken(e) | ForwardError::Unknown(e) => WriteError::Unavailable(e),
+    })
 }
 
 fn node_of(url: &str) -> raft::Node {
-    raft::Node {
-        addr: url.trim_end_matches('/').to_owned(),
-    }
+    raft::Node { addr: url.trim_end_matches('/').to_owned() }
 }
 
 impl Node {
@@ -252,20 +225,14 @@ impl Node {
     /// Initialises a new cluster with `members` as voters.
     pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), AdminError> {
         if !members.contains_key(&self.id()) {
-            return Err(AdminError::Invalid(format!(
-                "members must include this node ({})",
-                self.id()
-            )));
+            return Err(AdminError::Invalid(format!("members must include this node ({})", self.id())));
         }
-        let nodes: BTreeMap<_, _> = members
-            .iter()
-            .map(|(id, url)| (*id, node_of(url)))
-            .collect();
+        let nodes: BTreeMap<_, _> = members.iter().map(|(id, url)| (*id, node_of(url))).collect();
         match self.raft.initialize(nodes).await {
             Ok(()) => Ok(()),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(AdminError::Invalid(
-                "the cluster is already initialised".into(),
-            )),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                Err(AdminError::Invalid("the cluster is already initialised".into()))
+            }
             Err(e) => Err(AdminError::Invalid(e.to_string())),
         }
     }
@@ -284,20 +251,12 @@ impl Node {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let membership = membership.membership();
         if membership.get_node(&id).is_none() {
-            return Err(AdminError::NotFound(format!(
-                "node {id} is not a member; add it as a learner first"
-            )));
+            return Err(AdminError::NotFound(format!("node {id} is not a member; add it as a learner first")));
         }
         if membership.voter_ids().any(|v| v == id) {
-            return Ok(self
-                .raft
-                .metrics()
-                .borrow()
-                .last_applied
-                .map_or(0, |l| l.index));
+            return Ok(self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index));
         }
-        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
-            .await
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await
     }
 
     /// Removes `id` from the cluster, voter or learner.
@@ -309,11 +268,9 @@ impl Node {
             return Err(AdminError::NotFound(format!("node {id} is not a member")));
         }
         if membership.voter_ids().any(|v| v == id) {
-            self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
-                .await
+            self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await
         } else {
-            self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
-                .await
+            self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await
         }
     }
 
@@ -356,8 +313,7 @@ impl Node {
             return false;
         };
         let caught_up = metrics.last_applied.map(|id| id.index) >= metrics.last_log_index;
-        let quorum_fresh =
-            leader != self.id() || metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 3_000);
+        let quorum_fresh = leader != self.id() || metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 3_000);
         caught_up && quorum_fresh
     }
 
@@ -368,10 +324,7 @@ impl Node {
         }
     }
 
-    async fn change_membership(
-        &self,
-        change: ChangeMembers<NodeId, raft::Node>,
-    ) -> Result<u64, AdminError> {
+    async fn change_membership(&self, change: ChangeMembers<NodeId, raft::Node>) -> Result<u64, AdminError> {
         // Right after start or another change, openraft answers InProgress
         // until the previous membership commits: retry for a bounded time.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -390,10 +343,7 @@ impl Node {
 
     fn membership_result(
         &self,
-        result: Result<
-            ClientWriteResponse<raft::TypeConfig>,
-            RaftError<NodeId, ClientWriteError<NodeId, raft::Node>>,
-        >,
+        result: Result<ClientWriteResponse<raft::TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, raft::Node>>>,
     ) -> Result<u64, AdminError> {
         match result {
             Ok(response) => Ok(response.log_id.index),

@@ -80,10 +80,7 @@ impl Forwarder {
         request: &Request,
         timeout: Duration,
     ) -> Result<ForwardReply, ForwardError> {
-        let body = ForwardRequestRef {
-            request,
-            timeout_ms: timeout.as_millis() as u64,
-        };
+        let body = ForwardRequestRef { request, timeout_ms: timeout.as_millis() as u64 };
         let bytes = codec::encode(&body).map_err(|e| ForwardError::NotTaken(e.to_string()))?;
         let mut http = self
             .client
@@ -105,10 +102,7 @@ impl Forwarder {
             // The leader's router refused the request before handling it.
             return Err(ForwardError::NotTaken(format!("leader answered {status}")));
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ForwardError::Unknown(e.to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| ForwardError::Unknown(e.to_string()))?;
         codec::decode(&bytes).map_err(|e| ForwardError::Unknown(e.to_string()))
     }
 }
@@ -122,37 +116,18 @@ struct ForwardRequestRef<'a> {
 
 impl Forwarder {
     /// Asks the leader at `leader_url` for its read index (`/raft/read-index`).
-    pub async fn read_index(
-        &self,
-        leader_url: &str,
-        timeout: Duration,
-    ) -> Result<u64, ForwardError> {
-        let mut http = self
-            .client
-            .post(format!(
-                "{}/raft/read-index",
-                leader_url.trim_end_matches('/')
-            ))
-            .timeout(timeout);
+    pub async fn read_index(&self, leader_url: &str, timeout: Duration) -> Result<u64, ForwardError> {
+        let mut http =
+            self.client.post(format!("{}/raft/read-index", leader_url.trim_end_matches('/'))).timeout(timeout);
         if let Some(secret) = &self.secret {
             http = http.header(SECRET_HEADER, secret);
         }
-        let response = http
-            .send()
-            .await
-            .map_err(|e| ForwardError::NotTaken(e.to_string()))?;
+        let response = http.send().await.map_err(|e| ForwardError::NotTaken(e.to_string()))?;
         if !response.status().is_success() {
-            return Err(ForwardError::NotTaken(format!(
-                "leader answered {}",
-                response.status()
-            )));
+            return Err(ForwardError::NotTaken(format!("leader answered {}", response.status())));
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ForwardError::NotTaken(e.to_string()))?;
-        let answer: Result<u64, String> =
-            codec::decode(&bytes).map_err(|e| ForwardError::NotTaken(e.to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| ForwardError::NotTaken(e.to_string()))?;
+        let answer: Result<u64, String> = codec::decode(&bytes).map_err(|e| ForwardError::NotTaken(e.to_string()))?;
         answer.map_err(ForwardError::NotTaken)
     }
 }

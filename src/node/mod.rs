@@ -12,13 +12,14 @@ pub mod proposer;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::command::{Reply, Request};
-use crate::raft::state_machine::Applied;
+use crate::hub::Hub;
 use crate::raft::{NodeId, Raft};
 use crate::store::Store;
 use forward::{ForwardError, ForwardReply, Forwarder};
@@ -48,6 +49,11 @@ pub struct NodeConfig {
     pub max_event_bytes: usize,
     /// Whether publishing to a missing room creates it.
     pub auto_create_rooms: bool,
+    /// Most live subscribers this node serves at once.
+    pub max_subscribers: usize,
+    /// A subscriber whose socket accepts nothing for this long is
+    /// disconnected.
+    pub subscriber_send_timeout: Duration,
     /// Build a snapshot (and purge the log behind it) every this many
     /// entries; 0 disables snapshots.
     pub snapshot_every: u64,
@@ -73,7 +79,9 @@ pub struct Node {
     pub raft: Raft,
     /// Read access to the applied state.
     pub store: Store,
-    applied: watch::Receiver<Applied>,
+    /// Live fan-out to subscribers.
+    pub hub: Arc<Hub>,
+    applied: watch::Receiver<u64>,
     proposer: Proposer,
     forwarder: Forwarder,
 }
@@ -84,8 +92,8 @@ impl Node {
         self.config.id
     }
 
-    /// Follows the applied index and the rooms each apply touched.
-    pub fn applied(&self) -> watch::Receiver<Applied> {
+    /// Follows the applied log index.
+    pub fn applied(&self) -> watch::Receiver<u64> {
         self.applied.clone()
     }
 
@@ -93,11 +101,7 @@ impl Node {
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
-        let node = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)?
-            .clone();
+        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
         Some((leader, node.addr))
     }
 
@@ -114,36 +118,24 @@ impl Node {
             }
             match self.leader() {
                 Some((leader, _)) if leader == self.id() => {
-                    match tokio::time::timeout(remaining, self.proposer.propose(request.clone()))
-                        .await
-                    {
+                    match tokio::time::timeout(remaining, self.proposer.propose(request.clone())).await {
                         Ok(Ok(committed)) => return Ok(committed.reply),
-                        Ok(Err(ProposeError::NotLeader { .. })) => {
-                            last_problem = "leadership changed".into()
-                        }
+                        Ok(Err(ProposeError::NotLeader { .. })) => last_problem = "leadership changed".into(),
                         Ok(Err(ProposeError::Unknown(e))) => return Err(WriteError::Unknown(e)),
-                        Err(_) => {
-                            return Err(WriteError::Unknown(
-                                "not committed within the write timeout".into(),
-                            ))
-                        }
+                        Err(_) => return Err(WriteError::Unknown("not committed within the write timeout".into())),
                     }
                 }
-                Some((leader, url)) => {
-                    match self.forwarder.forward(&url, &request, remaining).await {
-                        Ok(ForwardReply::Committed { reply, log_index }) => {
-                            return self.wait_applied(log_index, deadline).await.map(|()| reply);
-                        }
-                        Ok(ForwardReply::NotLeader { .. }) => {
-                            last_problem = format!("node {leader} is no longer the leader")
-                        }
-                        Ok(ForwardReply::Unknown(e)) => return Err(WriteError::Unknown(e)),
-                        Err(ForwardError::NotTaken(e)) => {
-                            last_problem = format!("leader {leader} unreachable: {e}")
-                        }
-                        Err(ForwardError::Unknown(e)) => return Err(WriteError::Unknown(e)),
+                Some((leader, url)) => match self.forwarder.forward(&url, &request, remaining).await {
+                    Ok(ForwardReply::Committed { reply, log_index }) => {
+                        return self.wait_applied(log_index, deadline).await.map(|()| reply);
                     }
-                }
+                    Ok(ForwardReply::NotLeader { .. }) => {
+                        last_problem = format!("node {leader} is no longer the leader")
+                    }
+                    Ok(ForwardReply::Unknown(e)) => return Err(WriteError::Unknown(e)),
+                    Err(ForwardError::NotTaken(e)) => last_problem = format!("leader {leader} unreachable: {e}"),
+                    Err(ForwardError::Unknown(e)) => return Err(WriteError::Unknown(e)),
+                },
                 None => {}
             }
             // Wait for the cluster to change (new leader, new term), but
@@ -158,17 +150,11 @@ impl Node {
     pub async fn propose_forwarded(&self, request: Request, timeout: Duration) -> ForwardReply {
         match self.leader() {
             Some((leader, _)) if leader == self.id() => {}
-            other => {
-                return ForwardReply::NotLeader {
-                    leader: other.map(|(id, _)| id),
-                }
-            }
+            other => return ForwardReply::NotLeader { leader: other.map(|(id, _)| id) },
         }
         match tokio::time::timeout(timeout, self.proposer.propose(request)).await {
             Ok(Ok(Committed { reply, log_index })) => ForwardReply::Committed { reply, log_index },
-            Ok(Err(ProposeError::NotLeader { leader })) => ForwardReply::NotLeader {
-                leader: leader.map(|(id, _)| id),
-            },
+            Ok(Err(ProposeError::NotLeader { leader })) => ForwardReply::NotLeader { leader: leader.map(|(id, _)| id) },
             Ok(Err(ProposeError::Unknown(e))) => ForwardReply::Unknown(e),
             Err(_) => ForwardReply::Unknown("not committed within the write timeout".into()),
         }
@@ -177,8 +163,7 @@ impl Node {
     /// Waits until this node has applied `log_index`, up to `deadline`.
     pub async fn wait_applied(&self, log_index: u64, deadline: Instant) -> Result<(), WriteError> {
         let mut applied = self.applied.clone();
-        let reached =
-            tokio::time::timeout_at(deadline, applied.wait_for(|a| a.index >= log_index)).await;
+        let reached = tokio::time::timeout_at(deadline, applied.wait_for(|index| *index >= log_index)).await;
         match reached {
             Ok(Ok(_)) => Ok(()),
             _ => Err(WriteError::Unknown(format!(
@@ -201,9 +186,7 @@ impl Node {
                 }
             }
             Some((_, url)) => {
-                let index =
-                    cluster::remote_read_index(&self.forwarder, &url, self.config.write_timeout)
-                        .await?;
+                let index = cluster::remote_read_index(&self.forwarder, &url, self.config.write_timeout).await?;
                 self.wait_applied(index, deadline).await
             }
             None => Err(WriteError::Unavailable("no leader elected".into())),

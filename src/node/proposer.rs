@@ -68,9 +68,7 @@ impl Proposer {
     pub async fn propose(&self, request: Request) -> Result<Committed, ProposeError> {
         let (reply, rx) = oneshot::channel();
         let stopped = || ProposeError::Unknown("the proposer stopped".into());
-        self.queue
-            .send(Pending { request, reply })
-            .map_err(|_| stopped())?;
+        self.queue.send(Pending { request, reply }).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
@@ -88,12 +86,8 @@ async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>) {
         if queue.recv_many(&mut batch, MAX_BATCH_REQUESTS).await == 0 {
             return;
         }
-        let (requests, waiters): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|p| (p.request, p.reply)).unzip();
-        let command = Command {
-            timestamp_ms: clock.now(),
-            requests,
-        };
+        let (requests, waiters): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.request, p.reply)).unzip();
+        let command = Command { timestamp_ms: clock.now(), requests };
         let receiver = match raft.client_write_ff(command).await {
             Ok(receiver) => receiver,
             Err(fatal) => {
@@ -141,9 +135,7 @@ struct ClusterClock {
 
 impl ClusterClock {
     fn now(&mut self) -> u64 {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         self.last = self.last.max(wall);
         self.last
     }

@@ -39,26 +39,13 @@ impl LogStore {
         let meta = db.open_tree("raft_meta")?;
         let (flusher, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_flusher(db.clone(), rx));
-        Ok(Self {
-            db: db.clone(),
-            log,
-            meta,
-            flusher,
-        })
+        Ok(Self { db: db.clone(), log, meta, flusher })
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         let subject = ErrorSubject::Store;
-        let bytes = self
-            .meta
-            .get(key)
-            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
-        bytes
-            .map(|b| codec::decode(&b).map_err(|e| io_err(subject, ErrorVerb::Read, &e)))
-            .transpose()
+        let bytes = self.meta.get(key).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
+        bytes.map(|b| codec::decode(&b).map_err(|e| io_err(subject, ErrorVerb::Read, &e))).transpose()
     }
 
     fn write_meta<T: serde::Serialize>(
@@ -67,11 +54,8 @@ impl LogStore {
         value: &T,
         subject: ErrorSubject<NodeId>,
     ) -> Result<(), StorageError> {
-        let bytes =
-            codec::encode(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, &e))?;
-        self.meta
-            .insert(key, bytes)
-            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
+        let bytes = codec::encode(value).map_err(|e| io_err(subject.clone(), ErrorVerb::Write, &e))?;
+        self.meta.insert(key, bytes).map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
         Ok(())
     }
 
@@ -85,11 +69,7 @@ impl LogStore {
 async fn run_flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
     let mut waiting = Vec::new();
     while rx.recv_many(&mut waiting, 1024).await > 0 {
-        let result = db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()));
+        let result = db.flush_async().await.map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
         for callback in waiting.drain(..) {
             let outcome = match &result {
                 Ok(()) => Ok(()),
@@ -100,14 +80,8 @@ async fn run_flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<Ty
     }
 }
 
-fn io_err<E: std::error::Error + 'static>(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    e: &E,
-) -> StorageError {
-    StorageError::IO {
-        source: openraft::StorageIOError::new(subject, verb, AnyError::new(e)),
-    }
+fn io_err<E: std::error::Error + 'static>(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: &E) -> StorageError {
+    StorageError::IO { source: openraft::StorageIOError::new(subject, verb, AnyError::new(e)) }
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -131,10 +105,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         for item in self.log.range(range) {
             let (_, value) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
-            entries.push(
-                codec::decode(&value)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?,
-            );
+            entries.push(codec::decode(&value).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?);
         }
         Ok(entries)
     }
@@ -145,22 +116,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.last_purged()?;
-        let last = self
-            .log
-            .last()
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+        let last = self.log.last().map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
         let last_log_id = match last {
             Some((_, value)) => {
-                let entry: Entry = codec::decode(&value)
-                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                let entry: Entry =
+                    codec::decode(&value).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
                 Some(entry.log_id)
             }
             None => last_purged_log_id,
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -169,10 +134,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.write_meta(KEY_VOTE, vote, ErrorSubject::Vote)?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, &e))?;
+        self.db.flush_async().await.map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, &e))?;
         Ok(())
     }
 
@@ -190,24 +152,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = codec::encode(&entry)
-                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+            let bytes = codec::encode(&entry).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
             batch.insert(&index_key(entry.log_id.index), bytes);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
         self.flusher.send(callback).map_err(|_| {
             let e = std::io::Error::other("log flusher stopped");
             io_err(ErrorSubject::Logs, ErrorVerb::Write, &e)
@@ -233,8 +188,6 @@ impl LogStore {
         for key in self.log.range(range).keys() {
             batch.remove(key.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))?);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 }

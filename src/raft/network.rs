@@ -11,13 +11,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -47,24 +45,14 @@ pub struct NetworkFactory {
 impl NetworkFactory {
     /// A factory for node `id`, sending `secret` on every request if set.
     pub fn new(id: NodeId, secret: Option<String>) -> Self {
-        Self {
-            id,
-            secret,
-            peers: Arc::default(),
-        }
+        Self { id, secret, peers: Arc::default() }
     }
 
     fn clients(&self, target: NodeId) -> PeerClients {
         // A poisoned lock only means another thread panicked while inserting
         // a client; the map itself is still usable.
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        peers
-            .entry(target)
-            .or_insert_with(|| PeerClients {
-                rpc: build_client(),
-                snapshot: build_client(),
-            })
-            .clone()
+        peers.entry(target).or_insert_with(|| PeerClients { rpc: build_client(), snapshot: build_client() }).clone()
     }
 }
 
@@ -131,10 +119,7 @@ impl PeerNetwork {
         E: DeserializeOwned,
     {
         let bytes = codec::encode(body).map_err(|e| WireError::Other(e.to_string()))?;
-        let mut request = client
-            .post(format!("{}{path}", self.base))
-            .timeout(ttl)
-            .body(bytes);
+        let mut request = client.post(format!("{}{path}", self.base)).timeout(ttl).body(bytes);
         if let Some(secret) = &self.secret {
             request = request.header(SECRET_HEADER, secret);
         }
@@ -143,10 +128,7 @@ impl PeerNetwork {
         if !status.is_success() {
             // 401 (wrong secret) or a peer that is not serving Raft yet: both
             // are states to back off from, not to hammer.
-            return Err(WireError::Unreachable(format!(
-                "{} answered {status}",
-                self.base
-            )));
+            return Err(WireError::Unreachable(format!("{} answered {status}", self.base)));
         }
         let body = response.bytes().await.map_err(classify)?;
         codec::decode(&body).map_err(|e| WireError::Other(e.to_string()))
@@ -159,18 +141,9 @@ impl PeerNetwork {
         e: WireError,
     ) -> RPCError<NodeId, Node, E> {
         match e {
-            WireError::Unreachable(msg) => {
-                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg)))
-            }
-            WireError::Timeout => RPCError::Timeout(Timeout {
-                action,
-                id: self.id,
-                target: self.target,
-                timeout: ttl,
-            }),
-            WireError::Other(msg) => {
-                RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
-            }
+            WireError::Unreachable(msg) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg))),
+            WireError::Timeout => RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout: ttl }),
+            WireError::Other(msg) => RPCError::Network(NetworkError::new(&std::io::Error::other(msg))),
         }
     }
 
@@ -189,8 +162,7 @@ fn classify(e: reqwest::Error) -> WireError {
     }
 }
 
-type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
 
 impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
@@ -221,11 +193,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         }
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<NodeId>,
-        option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>> {
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         let ttl = option.hard_ttl();
         let client = self.clients.rpc.clone();
         match self.call(&client, "/raft/vote", &rpc, ttl).await {

@@ -16,15 +16,18 @@ use std::path::{Path, PathBuf};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot,
-    SnapshotMeta, StorageIOError, StoredMembership,
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageIOError, StoredMembership,
 };
+use std::sync::Arc;
 use tokio::io::AsyncSeekExt;
+
 use tokio::sync::watch;
 
 use super::{Entry, LogId, Node, NodeId, StorageError, TypeConfig};
 use crate::codec;
 use crate::command::Reply;
+use crate::hub::Hub;
 use crate::store::{snapshot, Applier, Store, StoreError};
 
 const KEY_LAST_APPLIED: &[u8] = b"m:last_applied";
@@ -33,15 +36,6 @@ const KEY_MEMBERSHIP: &[u8] = b"m:membership";
 type Membership = StoredMembership<NodeId, Node>;
 type Meta = SnapshotMeta<NodeId, Node>;
 
-/// What the state machine tells the rest of the node after each apply.
-#[derive(Debug, Clone, Default)]
-pub struct Applied {
-    /// Index of the last applied log entry.
-    pub index: u64,
-    /// Rooms whose events changed in the last apply.
-    pub rooms: Vec<String>,
-}
-
 /// The Raft state machine of one node.
 pub struct StateMachine {
     store: Store,
@@ -49,25 +43,23 @@ pub struct StateMachine {
     last_applied: Option<LogId>,
     membership: Membership,
     snapshot_dir: PathBuf,
-    applied: watch::Sender<Applied>,
+    applied: watch::Sender<u64>,
+    hub: Arc<Hub>,
 }
 
 fn sm_err(verb: ErrorVerb, e: StoreError) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::new(&e)),
-    }
+    StorageError::IO { source: StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::new(&e)) }
 }
 
 fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::new(&e)),
-    }
+    StorageError::IO { source: StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::new(&e)) }
 }
 
 impl StateMachine {
     /// Opens the state machine over `store`, keeping snapshot files in
-    /// `snapshot_dir`. Finishes a snapshot install that a crash interrupted.
-    pub fn open(store: Store, snapshot_dir: &Path) -> Result<Self, StoreError> {
+    /// `snapshot_dir` and telling `hub` what each apply changed. Finishes a
+    /// snapshot install that a crash interrupted.
+    pub fn open(store: Store, snapshot_dir: &Path, hub: Arc<Hub>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(snapshot_dir)?;
         let marker = snapshot_dir.join("installing");
         if marker.exists() {
@@ -86,22 +78,12 @@ impl StateMachine {
         };
         let applier = Applier::load(store.clone())?;
         let index = last_applied.as_ref().map_or(0, |id: &LogId| id.index);
-        let (applied, _) = watch::channel(Applied {
-            index,
-            rooms: Vec::new(),
-        });
-        Ok(Self {
-            store,
-            applier,
-            last_applied,
-            membership,
-            snapshot_dir: snapshot_dir.to_owned(),
-            applied,
-        })
+        let (applied, _) = watch::channel(index);
+        Ok(Self { store, applier, last_applied, membership, snapshot_dir: snapshot_dir.to_owned(), applied, hub })
     }
 
-    /// Follows the last applied index and the rooms each apply touched.
-    pub fn subscribe(&self) -> watch::Receiver<Applied> {
+    /// Follows the last applied log index.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
     }
 
@@ -112,29 +94,16 @@ impl StateMachine {
     fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let last = self.last_applied;
         let snapshot_id = match &last {
-            Some(id) => format!(
-                "{}-{}-{}",
-                id.leader_id.term,
-                id.index,
-                uuid::Uuid::new_v4().simple()
-            ),
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, uuid::Uuid::new_v4().simple()),
             None => format!("empty-{}", uuid::Uuid::new_v4().simple()),
         };
-        let meta = Meta {
-            last_log_id: last,
-            last_membership: self.membership.clone(),
-            snapshot_id,
-        };
+        let meta = Meta { last_log_id: last, last_membership: self.membership.clone(), snapshot_id };
         let header = codec::encode(&meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let tmp = self.snapshot_dir.join("building.snap");
         snapshot::dump(&self.store, &header, &tmp).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         std::fs::rename(&tmp, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let file =
-            std::fs::File::open(self.current_path()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
-        })
+        let file = std::fs::File::open(self.current_path()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
 }
 
@@ -146,12 +115,9 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        self.built.take().unwrap_or_else(|| {
-            Err(snap_err(
-                ErrorVerb::Read,
-                std::io::Error::other("snapshot builder used twice"),
-            ))
-        })
+        self.built
+            .take()
+            .unwrap_or_else(|| Err(snap_err(ErrorVerb::Read, std::io::Error::other("snapshot builder used twice"))))
     }
 }
 
@@ -173,11 +139,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => replies.push(Vec::new()),
-                EntryPayload::Normal(command) => replies.push(
-                    self.applier
-                        .apply(&mut batch, &command)
-                        .map_err(|e| sm_err(ErrorVerb::Write, e))?,
-                ),
+                EntryPayload::Normal(command) => {
+                    replies.push(self.applier.apply(&mut batch, &command).map_err(|e| sm_err(ErrorVerb::Write, e))?)
+                }
                 EntryPayload::Membership(membership) => {
                     self.membership = Membership::new(Some(entry.log_id), membership);
                     replies.push(Vec::new());
@@ -185,56 +149,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         let encode = |e| sm_err(ErrorVerb::Write, StoreError::from(e));
-        batch.put(
-            KEY_LAST_APPLIED,
-            codec::encode(&self.last_applied).map_err(encode)?,
-        );
-        batch.put(
-            KEY_MEMBERSHIP,
-            codec::encode(&self.membership).map_err(encode)?,
-        );
-        let rooms = self
-            .applier
-            .commit(batch)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let index = self.last_applied.as_ref().map_or(0, |id| id.index);
-        self.applied.send_replace(Applied { index, rooms });
+        batch.put(KEY_LAST_APPLIED, codec::encode(&self.last_applied).map_err(encode)?);
+        batch.put(KEY_MEMBERSHIP, codec::encode(&self.membership).map_err(encode)?);
+        let updates = self.applier.commit(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.hub.applied(updates);
+        self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
         Ok(replies)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            built: Some(self.build()),
-        }
+        SnapshotBuilder { built: Some(self.build()) }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         // An unnamed temporary file: nothing to clean up if the transfer
         // is abandoned.
-        let file =
-            tempfile::tempfile_in(&self.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let file = tempfile::tempfile_in(&self.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &Meta,
-        mut data: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError> {
+    async fn install_snapshot(&mut self, meta: &Meta, mut data: Box<tokio::fs::File>) -> Result<(), StorageError> {
         let receiving = self.snapshot_dir.join("receiving.snap");
         {
-            data.seek(SeekFrom::Start(0))
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let mut out = tokio::fs::File::create(&receiving)
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            tokio::io::copy(&mut *data, &mut out)
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            out.sync_all()
-                .await
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            data.seek(SeekFrom::Start(0)).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let mut out = tokio::fs::File::create(&receiving).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            tokio::io::copy(&mut *data, &mut out).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            out.sync_all().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
         }
         let header = snapshot::read_header(&receiving).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let sent: Meta = codec::decode(&header).map_err(|e| snap_err(ErrorVerb::Read, e))?;
@@ -249,25 +189,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // install from `current.snap` instead of trusting a half-loaded state.
         let marker = self.snapshot_dir.join("installing");
         std::fs::write(&marker, b"").map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        std::fs::rename(&receiving, self.current_path())
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        snapshot::load(&self.store, &self.current_path())
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.applier
-            .reload()
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        std::fs::rename(&receiving, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        snapshot::load(&self.store, &self.current_path()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.applier.reload().map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         std::fs::remove_file(&marker).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let index = self.last_applied.as_ref().map_or(0, |id| id.index);
-        let rooms = self
-            .store
-            .rooms()
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        self.applied.send_replace(Applied { index, rooms });
+        self.hub.resync().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
         Ok(())
     }
 
@@ -278,12 +207,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let header = snapshot::read_header(&path).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let meta: Meta = codec::decode(&header).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        }))
+        let file = tokio::fs::File::open(&path).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(file) }))
     }
 }

@@ -9,18 +9,29 @@
 //! that the caller adds to it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{keys, RoomMeta, Store, StoreError, StoredEvent};
 use crate::codec;
-use crate::command::{
-    Command, NewEvent, Published, Rejection, Reply, Request, RoomConfig, RoomInfo,
-};
+use crate::command::{Command, NewEvent, Published, Rejection, Reply, Request, RoomConfig, RoomInfo};
 
 /// Pending changes of one apply call.
 pub struct ApplyBatch {
     batch: sled::Batch,
     deleted_rooms: Vec<u64>,
     touched: Vec<String>,
+    appended: Vec<(String, u64, Arc<StoredEvent>)>,
+}
+
+/// What one committed apply changed in one room, for live subscribers.
+#[derive(Debug, Clone)]
+pub struct RoomUpdate {
+    /// Room name.
+    pub room: String,
+    /// The room after the apply; `None` if it was deleted.
+    pub meta: Option<RoomMeta>,
+    /// Events appended to it, in offset order.
+    pub appended: Vec<(u64, Arc<StoredEvent>)>,
 }
 
 impl ApplyBatch {
@@ -59,12 +70,7 @@ impl Applier {
             Some(bytes) => codec::decode(&bytes)?,
             None => 1,
         };
-        let applier = Self {
-            store,
-            rooms,
-            retired_generations,
-            next_room_id,
-        };
+        let applier = Self { store, rooms, retired_generations, next_room_id };
         applier.purge_deleted_rooms()?;
         Ok(applier)
     }
@@ -75,28 +81,22 @@ impl Applier {
             batch: sled::Batch::default(),
             deleted_rooms: Vec::new(),
             touched: Vec::new(),
+            appended: Vec::new(),
         }
     }
 
     /// Applies one command into `batch` and answers each of its requests.
-    pub fn apply(
-        &mut self,
-        batch: &mut ApplyBatch,
-        command: &Command,
-    ) -> Result<Vec<Reply>, StoreError> {
+    pub fn apply(&mut self, batch: &mut ApplyBatch, command: &Command) -> Result<Vec<Reply>, StoreError> {
         let mut replies = Vec::with_capacity(command.requests.len());
         for request in &command.requests {
             let reply = match request {
-                Request::CreateRoom {
-                    room,
-                    config,
-                    if_absent,
-                } => self.create_room(batch, room, config, *if_absent, command.timestamp_ms)?,
+                Request::CreateRoom { room, config, if_absent } => {
+                    self.create_room(batch, room, config, *if_absent, command.timestamp_ms)?
+                }
                 Request::DeleteRoom { room } => self.delete_room(batch, room)?,
-                Request::Publish {
-                    events,
-                    create_missing,
-                } => self.publish(batch, events, *create_missing, command.timestamp_ms)?,
+                Request::Publish { events, create_missing } => {
+                    self.publish(batch, events, *create_missing, command.timestamp_ms)?
+                }
             };
             replies.push(reply);
         }
@@ -104,18 +104,26 @@ impl Applier {
     }
 
     /// Writes `batch` atomically, then removes the events of rooms it
-    /// deleted. Returns the names of the rooms whose events changed.
-    pub fn commit(&mut self, batch: ApplyBatch) -> Result<Vec<String>, StoreError> {
-        let mut ids = batch.batch;
-        ids.insert(keys::NEXT_ROOM_ID, codec::encode(&self.next_room_id)?);
-        self.store.tree().apply_batch(ids)?;
-        if !batch.deleted_rooms.is_empty() {
+    /// deleted. Returns what changed, room by room.
+    pub fn commit(&mut self, batch: ApplyBatch) -> Result<Vec<RoomUpdate>, StoreError> {
+        let ApplyBatch { batch: mut writes, deleted_rooms, mut touched, appended } = batch;
+        writes.insert(keys::NEXT_ROOM_ID, codec::encode(&self.next_room_id)?);
+        self.store.tree().apply_batch(writes)?;
+        if !deleted_rooms.is_empty() {
             self.purge_deleted_rooms()?;
         }
-        let mut touched = batch.touched;
         touched.sort_unstable();
         touched.dedup();
-        Ok(touched)
+        let mut updates: Vec<RoomUpdate> = touched
+            .into_iter()
+            .map(|room| RoomUpdate { meta: self.rooms.get(&room).cloned(), room, appended: Vec::new() })
+            .collect();
+        for (room, offset, event) in appended {
+            if let Ok(i) = updates.binary_search_by(|u| u.room.as_str().cmp(&room)) {
+                updates[i].appended.push((offset, event));
+            }
+        }
+        Ok(updates)
     }
 
     /// Throws away the in-memory view and reloads it from disk (after a
@@ -135,19 +143,13 @@ impl Applier {
     ) -> Result<Reply, StoreError> {
         if let Some(meta) = self.rooms.get(name) {
             return Ok(if if_absent {
-                Reply::Room {
-                    created: false,
-                    info: meta.info.clone(),
-                }
+                Reply::Room { created: false, info: meta.info.clone() }
             } else {
                 Reply::Rejected(Rejection::RoomExists(name.to_owned()))
             });
         }
         let meta = self.new_room(batch, name, config.clone(), now)?;
-        Ok(Reply::Room {
-            created: true,
-            info: meta.info.clone(),
-        })
+        Ok(Reply::Room { created: true, info: meta.info.clone() })
     }
 
     fn new_room(
@@ -175,6 +177,7 @@ impl Applier {
             },
         };
         batch.batch.insert(keys::room(name), codec::encode(&meta)?);
+        batch.touched.push(name.to_owned());
         Ok(self.rooms.entry(name.to_owned()).or_insert(meta))
     }
 
@@ -183,13 +186,9 @@ impl Applier {
             return Ok(Reply::Rejected(Rejection::RoomNotFound(name.to_owned())));
         };
         batch.batch.remove(keys::room(name));
-        batch.batch.insert(
-            keys::generation(name),
-            codec::encode(&meta.info.generation)?,
-        );
+        batch.batch.insert(keys::generation(name), codec::encode(&meta.info.generation)?);
         batch.batch.insert(&keys::tombstone(meta.id), Vec::new());
-        self.retired_generations
-            .insert(name.to_owned(), meta.info.generation);
+        self.retired_generations.insert(name.to_owned(), meta.info.generation);
         batch.deleted_rooms.push(meta.id);
         batch.touched.push(name.to_owned());
         Ok(Reply::Deleted)
@@ -205,9 +204,7 @@ impl Applier {
         // All or nothing: check every room before writing anything.
         if !create_missing {
             if let Some(missing) = events.iter().find(|e| !self.rooms.contains_key(&e.room)) {
-                return Ok(Reply::Rejected(Rejection::RoomNotFound(
-                    missing.room.clone(),
-                )));
+                return Ok(Reply::Rejected(Rejection::RoomNotFound(missing.room.clone())));
             }
         }
         let mut published = Vec::with_capacity(events.len());
@@ -215,17 +212,14 @@ impl Applier {
             if !self.rooms.contains_key(&new.room) {
                 self.new_room(batch, &new.room, RoomConfig::default(), now)?;
             }
-            let Some(meta) = self.rooms.get_mut(&new.room) else {
-                unreachable!("room was created just above")
-            };
+            let Some(meta) = self.rooms.get_mut(&new.room) else { unreachable!("room was created just above") };
             let info = &mut meta.info;
             let offset = info.next_offset;
             let timestamp = now.max(info.last_event_at);
             info.next_offset += 1;
             info.last_event_at = timestamp;
             info.published_total += 1;
-            info.bytes_total +=
-                (new.data.len() + new.metadata.as_ref().map_or(0, String::len)) as u64;
+            info.bytes_total += (new.data.len() + new.metadata.as_ref().map_or(0, String::len)) as u64;
             let stored = StoredEvent {
                 event: new.event.clone(),
                 data: new.data.clone(),
@@ -233,15 +227,8 @@ impl Applier {
                 timestamp,
                 id: new.id.clone(),
             };
-            batch
-                .batch
-                .insert(&keys::event(meta.id, offset), codec::encode(&stored)?);
-            published.push(Published {
-                room: new.room.clone(),
-                offset,
-                timestamp,
-                duplicate: false,
-            });
+            batch.batch.insert(&keys::event(meta.id, offset), codec::encode(&stored)?);
+            published.push(Published { room: new.room.clone(), offset, timestamp, duplicate: false });
             batch.touched.push(new.room.clone());
         }
         let mut rooms: Vec<&str> = events.iter().map(|e| e.room.as_str()).collect();
@@ -269,11 +256,7 @@ impl Applier {
         if let Some(max_age) = info.config.max_age_secs {
             let cutoff = now.saturating_sub(max_age.saturating_mul(1000));
             while info.min_offset < info.next_offset {
-                let Some(bytes) = self
-                    .store
-                    .tree()
-                    .get(keys::event(meta.id, info.min_offset))?
-                else {
+                let Some(bytes) = self.store.tree().get(keys::event(meta.id, info.min_offset))? else {
                     break;
                 };
                 let event: StoredEvent = codec::decode(&bytes)?;

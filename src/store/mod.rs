@@ -9,7 +9,7 @@ mod apply;
 mod keys;
 pub mod snapshot;
 
-pub use apply::{Applier, ApplyBatch};
+pub use apply::{Applier, ApplyBatch, RoomUpdate};
 
 use serde::{Deserialize, Serialize};
 
@@ -85,9 +85,7 @@ pub struct Store {
 impl Store {
     /// Opens the applied-state tree of `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Self {
-            tree: db.open_tree("state")?,
-        })
+        Ok(Self { tree: db.open_tree("state")? })
     }
 
     /// The room called `name`, if it exists.
@@ -118,17 +116,28 @@ impl Store {
         limit: usize,
         matches: impl Fn(&str) -> bool,
     ) -> Result<Page, StoreError> {
+        self.read_range(room.id, from.max(room.info.min_offset), end, limit, matches)
+    }
+
+    /// Like [`Store::read`], by internal room id, from `from` exactly.
+    /// `next_offset` of the page is one past the last offset examined (the
+    /// whole range when fewer than `limit` events matched).
+    pub fn read_range(
+        &self,
+        room_id: u64,
+        from: u64,
+        end: u64,
+        limit: usize,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<Page, StoreError> {
         let limit = limit.min(MAX_PAGE);
-        let start = from.max(room.info.min_offset);
         let mut events = Vec::new();
-        let mut next_offset = start;
-        if start < end && limit > 0 {
-            let range = keys::event(room.id, start)..keys::event(room.id, end);
+        let mut next_offset = from;
+        if from < end && limit > 0 {
+            let range = keys::event(room_id, from)..keys::event(room_id, end);
             for item in self.tree.range(range) {
                 let (key, value) = item?;
-                let Some(offset) = keys::event_offset(&key) else {
-                    continue;
-                };
+                let Some(offset) = keys::event_offset(&key) else { continue };
                 next_offset = offset + 1;
                 let event: StoredEvent = codec::decode(&value)?;
                 if matches(&event.event) {
@@ -142,10 +151,7 @@ impl Store {
                 next_offset = end;
             }
         }
-        Ok(Page {
-            events,
-            next_offset,
-        })
+        Ok(Page { events, next_offset })
     }
 
     pub(crate) fn tree(&self) -> &sled::Tree {

@@ -40,12 +40,8 @@ pub fn load(store: &Store, path: &Path) -> Result<u64, StoreError> {
     let mut pending = 0;
     let mut records = 0u64;
     while let Some(key) = read_frame(&mut input)? {
-        let value = read_frame(&mut input)?.ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "snapshot ends after a key",
-            )
-        })?;
+        let value = read_frame(&mut input)?
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "snapshot ends after a key"))?;
         batch.insert(key, value);
         pending += 1;
         records += 1;
@@ -62,9 +58,7 @@ pub fn load(store: &Store, path: &Path) -> Result<u64, StoreError> {
 pub fn read_header(path: &Path) -> Result<Vec<u8>, StoreError> {
     let mut input = BufReader::new(std::fs::File::open(path)?);
     let header = read_frame(&mut input)?;
-    Ok(header.ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "empty snapshot file")
-    })?)
+    Ok(header.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "empty snapshot file"))?)
 }
 
 fn write_frame(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {

@@ -15,10 +15,7 @@ use tempfile::TempDir;
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// One `synap serve` process and how to restart it.
@@ -35,11 +32,7 @@ pub struct NodeProc {
 impl NodeProc {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} is already running", self.id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_synap"))
             .args(&self.args)
             .env("SYNAP_LOG", "synap=info,openraft=warn")
@@ -57,9 +50,7 @@ impl NodeProc {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -112,16 +103,11 @@ impl Cluster {
     pub fn start(n: usize, extra_args: &[&str]) -> Cluster {
         // A test that failed while holding the lock poisons it; the lock
         // only orders tests, so the next one may go ahead.
-        let turn = ONE_CLUSTER_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let dir = TempDir::new().expect("temp dir");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let peers: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}=http://127.0.0.1:{p}", i + 1))
-            .collect();
+        let peers: Vec<String> =
+            ports.iter().enumerate().map(|(i, p)| format!("{}=http://127.0.0.1:{p}", i + 1)).collect();
         let peers = peers.join(",");
         let mut cluster = Cluster {
             nodes: Vec::new(),
@@ -156,15 +142,7 @@ impl Cluster {
             data_dir.display().to_string(),
         ];
         args.extend(extra);
-        NodeProc {
-            id,
-            url,
-            port,
-            data_dir,
-            log,
-            args,
-            child: None,
-        }
+        NodeProc { id, url, port, data_dir, log, args, child: None }
     }
 
     /// Starts a new node that joins through `via`.
@@ -179,17 +157,11 @@ impl Cluster {
     }
 
     pub fn node(&self, id: u64) -> &NodeProc {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .expect("no such node")
+        self.nodes.iter().find(|n| n.id == id).expect("no such node")
     }
 
     pub fn node_mut(&mut self, id: u64) -> &mut NodeProc {
-        self.nodes
-            .iter_mut()
-            .find(|n| n.id == id)
-            .expect("no such node")
+        self.nodes.iter_mut().find(|n| n.id == id).expect("no such node")
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -235,31 +207,19 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        found.unwrap_or_else(|| {
-            panic!("running nodes did not agree on a live leader within {timeout:?}")
-        })
+        found.unwrap_or_else(|| panic!("running nodes did not agree on a live leader within {timeout:?}"))
     }
 
     /// Waits until `room` has `count` events on every running node, then
     /// returns each node's full history of it.
-    pub async fn converged_history(
-        &self,
-        room: &str,
-        count: u64,
-        timeout: Duration,
-    ) -> BTreeMap<u64, Vec<Event>> {
+    pub async fn converged_history(&self, room: &str, count: u64, timeout: Duration) -> BTreeMap<u64, Vec<Event>> {
         let mut histories = BTreeMap::new();
         for node in self.running() {
             let client = node.client();
             let what = format!("node {} to hold {count} events in {room}", node.id);
             wait_for(timeout, &what, || {
                 let client = client.clone();
-                async move {
-                    client
-                        .stats(room)
-                        .await
-                        .is_ok_and(|s| s.next_offset >= count)
-                }
+                async move { client.stats(room).await.is_ok_and(|s| s.next_offset >= count) }
             })
             .await;
             histories.insert(node.id, client.history_all(room).await.expect("history"));
@@ -272,12 +232,7 @@ impl Cluster {
             let text = std::fs::read_to_string(&node.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!(
-                "----- node {} log (last {} lines) -----\n{}",
-                node.id,
-                tail.len(),
-                tail.join("\n")
-            );
+            eprintln!("----- node {} log (last {} lines) -----\n{}", node.id, tail.len(), tail.join("\n"));
         }
     }
 }
@@ -316,9 +271,7 @@ pub async fn raw(method: reqwest::Method, url: &str, body: Option<&str>) -> (u16
     let client = reqwest::Client::new();
     let mut request = client.request(method, url).timeout(Duration::from_secs(30));
     if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_owned());
+        request = request.header("content-type", "application/json").body(body.to_owned());
     }
     let response = request.send().await.expect("request");
     let status = response.status().as_u16();
@@ -344,43 +297,24 @@ pub fn check_acks(acks: &[Ack], histories: &BTreeMap<String, BTreeMap<u64, Vec<E
         let mut reference: Option<(&u64, &Vec<Event>)> = None;
         for (node, events) in per_node {
             for (i, event) in events.iter().enumerate() {
-                assert_eq!(
-                    event.offset, i as u64,
-                    "node {node} room {room}: offsets not dense at position {i}"
-                );
+                assert_eq!(event.offset, i as u64, "node {node} room {room}: offsets not dense at position {i}");
             }
             match reference {
                 None => reference = Some((node, events)),
                 Some((ref_node, ref_events)) => {
-                    assert_eq!(
-                        ref_events, events,
-                        "room {room}: node {node} differs from node {ref_node}"
-                    )
+                    assert_eq!(ref_events, events, "room {room}: node {node} differs from node {ref_node}")
                 }
             }
         }
     }
     for ack in acks {
-        let per_node = histories
-            .get(&ack.room)
-            .unwrap_or_else(|| panic!("room {} missing", ack.room));
+        let per_node = histories.get(&ack.room).unwrap_or_else(|| panic!("room {} missing", ack.room));
         for (node, events) in per_node {
-            let event = events.get(ack.offset as usize).unwrap_or_else(|| {
-                panic!(
-                    "node {node}: acknowledged {}@{} is missing",
-                    ack.room, ack.offset
-                )
-            });
-            assert_eq!(
-                event.id, ack.id,
-                "node {node}: {}@{} holds another event",
-                ack.room, ack.offset
-            );
-            assert_eq!(
-                event.data, ack.data,
-                "node {node}: {}@{} has other data",
-                ack.room, ack.offset
-            );
+            let event = events
+                .get(ack.offset as usize)
+                .unwrap_or_else(|| panic!("node {node}: acknowledged {}@{} is missing", ack.room, ack.offset));
+            assert_eq!(event.id, ack.id, "node {node}: {}@{} holds another event", ack.room, ack.offset);
+            assert_eq!(event.data, ack.data, "node {node}: {}@{} has other data", ack.room, ack.offset);
         }
     }
 }
@@ -411,24 +345,13 @@ impl Load {
                     let room = &rooms[(p + seq) % rooms.len()];
                     let id = format!("p{p}-{seq}");
                     let data = serde_json::json!({ "publisher": p, "seq": seq });
-                    match client
-                        .publish(room, "load.tick", &data, None, Some(&id))
-                        .await
-                    {
-                        Ok(r) => acks.lock().unwrap().push((
-                            Instant::now(),
-                            Ack {
-                                room: room.clone(),
-                                offset: r.offset,
-                                id,
-                                data,
-                            },
-                        )),
+                    match client.publish(room, "load.tick", &data, None, Some(&id)).await {
+                        Ok(r) => acks
+                            .lock()
+                            .unwrap()
+                            .push((Instant::now(), Ack { room: room.clone(), offset: r.offset, id, data })),
                         Err(e) => {
-                            failures
-                                .lock()
-                                .unwrap()
-                                .push((Instant::now(), e.to_string()));
+                            failures.lock().unwrap().push((Instant::now(), e.to_string()));
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     }
@@ -436,12 +359,7 @@ impl Load {
                 }
             }));
         }
-        Load {
-            stop,
-            tasks,
-            acks,
-            failures,
-        }
+        Load { stop, tasks, acks, failures }
     }
 
     pub fn ack_count(&self) -> usize {
@@ -478,16 +396,8 @@ pub async fn histories(
 ) -> BTreeMap<String, BTreeMap<u64, Vec<Event>>> {
     let mut all = BTreeMap::new();
     for room in rooms {
-        let expected = acks
-            .iter()
-            .filter(|a| &a.room == room)
-            .map(|a| a.offset + 1)
-            .max()
-            .unwrap_or(0);
-        all.insert(
-            room.clone(),
-            cluster.converged_history(room, expected, timeout).await,
-        );
+        let expected = acks.iter().filter(|a| &a.room == room).map(|a| a.offset + 1).max().unwrap_or(0);
+        all.insert(room.clone(), cluster.converged_history(room, expected, timeout).await);
     }
     all
 }

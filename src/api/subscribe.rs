@@ -1,0 +1,264 @@
+//! Live subscriptions: WebSocket (`/stream/{room}/ws`, and the Synap SDK's
+//! `/stream/{room}/ws/{subscriber_id}`) and Server-Sent Events
+//! (`/stream/{room}/sse`). Both are thin transports over
+//! [`crate::hub::Subscription`]: they validate everything before the
+//! upgrade, then copy deliveries to the socket, one frame per event.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::event_json::write_event_fields;
+use super::input;
+use super::AppState;
+use crate::filter::TypeFilter;
+use crate::hub::{Delivery, LiveEvent, StartAt, SubscribeError, Subscription};
+
+/// How often an idle WebSocket is pinged and an idle SSE stream gets a
+/// keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Query of the subscription endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    from_offset: Option<i64>,
+    types: Option<String>,
+    replay: Option<bool>,
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::TooMany(_) => ApiError::unavailable(e.to_string()),
+            SubscribeError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<WebSocketUpgradeRejection> for ApiError {
+    fn from(e: WebSocketUpgradeRejection) -> Self {
+        ApiError { status: e.status(), message: format!("not a WebSocket upgrade: {}", e.body_text()) }
+    }
+}
+
+/// Validates the room, query and start position, and opens the
+/// subscription (so a full node answers 503 before any upgrade).
+fn open(
+    app: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    resume_after: Option<u64>,
+) -> Result<Subscription, ApiError> {
+    let Path(room) = path?;
+    input::room_name(&room)?;
+    let Query(query) = query?;
+    let filter =
+        TypeFilter::parse(query.types.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let start = match (resume_after, query.replay, query.from_offset) {
+        (Some(last), _, _) => StartAt::Offset(last + 1),
+        (None, Some(false), _) | (None, _, None) => StartAt::Live,
+        (None, _, Some(back)) if back < 0 => StartAt::FromEnd(back.unsigned_abs()),
+        (None, _, Some(from)) => StartAt::Offset(from as u64),
+    };
+    Ok(app.node.hub.subscribe(&room, start)?.with_filter(filter))
+}
+
+/// The stream frame of an event: the event object plus `"type":"event"`.
+fn render(room: &str, event: &LiveEvent) -> String {
+    let mut out = String::with_capacity(160 + event.event.data.len());
+    out.push_str("{\"type\":\"event\",");
+    write_event_fields(&mut out, room, event.offset, &event.event);
+    out.push('}');
+    out
+}
+
+/// `GET /stream/{room}/ws`
+pub async fn ws(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let subscription = open(&app, path, query, None)?;
+    let upgrade = upgrade?;
+    let timeout = app.node.config.subscriber_send_timeout;
+    Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, subscription, None, timeout)))
+}
+
+/// `GET /stream/{room}/ws/{subscriber_id}` (Synap SDK form)
+pub async fn ws_subscriber(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Path((room, subscriber_id)) = path?;
+    if subscriber_id.is_empty() || subscriber_id.len() > input::MAX_NAME_LEN {
+        return Err(ApiError::bad_request(format!("subscriber id must be 1 to {} characters", input::MAX_NAME_LEN)));
+    }
+    let subscription = open(&app, Ok(Path(room)), query, None)?;
+    let upgrade = upgrade?;
+    let timeout = app.node.config.subscriber_send_timeout;
+    Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, subscription, Some(subscriber_id), timeout)))
+}
+
+async fn serve_ws(socket: WebSocket, mut subscription: Subscription, subscriber_id: Option<String>, timeout: Duration) {
+    let (mut tx, mut rx) = socket.split();
+    let room = subscription.room().to_owned();
+    let mut connected = json!({ "type": "connected", "room": room, "from_offset": subscription.cursor() });
+    if let Some(id) = subscriber_id {
+        connected["subscriber_id"] = id.into();
+    }
+    if tx.send(Message::Text(connected.to_string().into())).await.is_err() {
+        return;
+    }
+    let mut ping = tokio::time::interval(KEEP_ALIVE);
+    ping.tick().await;
+    let closing = loop {
+        tokio::select! {
+            delivery = subscription.next() => match delivery {
+                Ok(Delivery::Events(events)) => {
+                    let send = async {
+                        for event in &events {
+                            let text = event.rendered(|e| render(&room, e)).to_owned();
+                            tx.feed(Message::Text(text.into())).await?;
+                        }
+                        tx.flush().await
+                    };
+                    match tokio::time::timeout(timeout, send).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => break (
+                            "slow_consumer",
+                            format!("subscriber did not read for {}s; resume from offset {}", timeout.as_secs(), events[0].offset),
+                        ),
+                    }
+                }
+                Ok(Delivery::Gap { requested, earliest }) => {
+                    let frame = json!({
+                        "type": "error",
+                        "code": "gap",
+                        "error": format!("offset {requested} is no longer retained; continuing from the earliest retained offset {earliest}"),
+                        "requested_offset": requested,
+                        "earliest_offset": earliest,
+                    });
+                    if tx.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Delivery::RoomDeleted) => break ("room_deleted", format!("room '{room}' was deleted")),
+                Ok(Delivery::Shutdown) => break ("shutdown", "node shutting down; resume on another node".to_owned()),
+                Err(e) => break ("internal", format!("storage error: {e}")),
+            },
+            incoming = rx.next() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if tokio::time::timeout(timeout, tx.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
+                    return;
+                }
+            }
+        }
+    };
+    // Best effort: a subscriber that stopped reading may never see these.
+    let (code, reason) = closing;
+    let frame = json!({ "type": "error", "code": code, "error": reason, "next_offset": subscription.cursor() });
+    let close = async {
+        tx.send(Message::Text(frame.to_string().into())).await?;
+        tx.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+}
+
+/// `GET /stream/{room}/sse`
+pub async fn sse(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let resume_after =
+        match headers.get("last-event-id") {
+            None => None,
+            Some(value) => {
+                let text = value.to_str().unwrap_or("").trim();
+                Some(text.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("Last-Event-ID must be an event offset, not '{text}'"))
+                })?)
+            }
+        };
+    let subscription = open(&app, path, query, resume_after)?;
+    let room = subscription.room().to_owned();
+    let state = SseState { subscription, room, pending: std::collections::VecDeque::new(), done: false };
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        let event = state.next_event().await?;
+        Some((Ok::<_, Infallible>(event), state))
+    });
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
+    Ok((StatusCode::OK, [("x-accel-buffering", "no")], sse).into_response())
+}
+
+struct SseState {
+    subscription: Subscription,
+    room: String,
+    pending: std::collections::VecDeque<SseEvent>,
+    done: bool,
+}
+
+impl SseState {
+    /// The next SSE event, or `None` once the stream is over.
+    async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            let delivery = self.subscription.next().await;
+            match delivery {
+                Ok(Delivery::Events(events)) => {
+                    for event in events {
+                        let data = event.rendered(|e| render(&self.room, e)).to_owned();
+                        self.pending.push_back(
+                            SseEvent::default()
+                                .id(event.offset.to_string())
+                                .event(event.event.event.as_str())
+                                .data(data),
+                        );
+                    }
+                }
+                Ok(Delivery::Gap { requested, earliest }) => {
+                    let data = json!({
+                        "error": format!("offset {requested} is no longer retained; continuing from the earliest retained offset {earliest}"),
+                        "requested_offset": requested,
+                        "earliest_offset": earliest,
+                    });
+                    self.pending.push_back(SseEvent::default().event("gap").data(data.to_string()));
+                }
+                Ok(Delivery::RoomDeleted) => self.finish("room_deleted", format!("room '{}' was deleted", self.room)),
+                Ok(Delivery::Shutdown) => self.finish("shutdown", "node shutting down; resume on another node".into()),
+                Err(e) => self.finish("internal", format!("storage error: {e}")),
+            }
+        }
+    }
+
+    fn finish(&mut self, code: &str, reason: String) {
+        let data = json!({ "code": code, "error": reason, "next_offset": self.subscription.cursor() });
+        self.pending.push_back(SseEvent::default().event("error").data(data.to_string()));
+        self.done = true;
+    }
+}

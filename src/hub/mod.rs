@@ -1,0 +1,267 @@
+//! Live fan-out: the bridge between the state machine, which applies events,
+//! and subscribers, which stream them.
+//!
+//! After each apply the state machine hands the hub what changed
+//! ([`RoomUpdate`]s). For each room that has subscribers the hub publishes
+//! the room's new head (id, retained range) on a `watch` channel and keeps
+//! the newest events in a small per-room cache. Each subscriber
+//! ([`Subscription`]) owns only a cursor: it reads `[cursor, head)` from the
+//! cache or, when it has fallen behind the cache, from the store. There is
+//! no per-subscriber queue, so a slow subscriber costs no memory and loses
+//! nothing; it catches up from disk at its own pace.
+
+mod subscription;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tokio::sync::watch;
+
+pub use subscription::{Delivery, StartAt, Subscription};
+
+use crate::store::{RoomUpdate, Store, StoreError, StoredEvent};
+
+/// Events kept in memory per watched room.
+const CACHE_EVENTS_PER_ROOM: usize = 4096;
+
+/// A room's state as subscribers follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoomHead {
+    /// Internal id of the room's current incarnation; `None` while the room
+    /// does not exist.
+    pub room_id: Option<u64>,
+    /// Lowest retained offset.
+    pub min_offset: u64,
+    /// Offset the next event will get (the high-water mark).
+    pub next_offset: u64,
+}
+
+/// An event on its way to subscribers, rendered at most once however many
+/// subscribers send it.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// Offset in its room.
+    pub offset: u64,
+    /// The stored event.
+    pub event: Arc<StoredEvent>,
+    rendered: OnceLock<String>,
+}
+
+impl LiveEvent {
+    fn new(offset: u64, event: Arc<StoredEvent>) -> Self {
+        Self { offset, event, rendered: OnceLock::new() }
+    }
+
+    /// The event's wire form, made by `render` the first time it is asked
+    /// for and shared afterwards.
+    pub fn rendered(&self, render: impl FnOnce(&LiveEvent) -> String) -> &str {
+        self.rendered.get_or_init(|| render(self))
+    }
+}
+
+/// Why a subscription could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The node's subscriber limit is reached.
+    #[error("this node already serves {0} subscribers, its limit; try another node")]
+    TooMany(usize),
+    /// Reading the room failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct RoomChannel {
+    head: watch::Sender<RoomHead>,
+    /// Contiguous run of the room's newest events.
+    cache: Mutex<VecDeque<Arc<LiveEvent>>>,
+    subscribers: AtomicUsize,
+}
+
+impl RoomChannel {
+    fn cache(&self) -> MutexGuard<'_, VecDeque<Arc<LiveEvent>>> {
+        // The cache holds no invariant a panicking holder could break
+        // halfway (push/pop only), so a poisoned lock is still usable.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The fan-out hub of one node.
+pub struct Hub {
+    store: Store,
+    rooms: Mutex<HashMap<String, Arc<RoomChannel>>>,
+    subscribers: AtomicUsize,
+    max_subscribers: usize,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Hub {
+    /// A hub over `store` serving at most `max_subscribers` at once.
+    pub fn new(store: Store, max_subscribers: usize) -> Arc<Self> {
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Self { store, rooms: Mutex::default(), subscribers: AtomicUsize::new(0), max_subscribers, shutdown })
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Arc<RoomChannel>>> {
+        // Map operations only; see RoomChannel::cache.
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by the state machine after each committed apply.
+    pub fn applied(&self, updates: Vec<RoomUpdate>) {
+        let rooms = self.rooms();
+        for update in updates {
+            let Some(channel) = rooms.get(&update.room) else { continue };
+            let head = head_of(update.meta.as_ref());
+            let mut cache = channel.cache();
+            if head.room_id != channel.head.borrow().room_id {
+                cache.clear();
+            }
+            for (offset, event) in update.appended {
+                if cache.back().is_some_and(|last| last.offset + 1 != offset) {
+                    cache.clear();
+                }
+                cache.push_back(Arc::new(LiveEvent::new(offset, event)));
+                if cache.len() > CACHE_EVENTS_PER_ROOM {
+                    cache.pop_front();
+                }
+            }
+            while cache.front().is_some_and(|first| first.offset < head.min_offset) {
+                cache.pop_front();
+            }
+            drop(cache);
+            channel.head.send_replace(head);
+        }
+    }
+
+    /// Re-reads every watched room from the store (after a snapshot
+    /// replaced the whole state).
+    pub fn resync(&self) -> Result<(), StoreError> {
+        let rooms = self.rooms();
+        for (name, channel) in rooms.iter() {
+            let head = head_of(self.store.room(name)?.as_ref());
+            channel.cache().clear();
+            channel.head.send_replace(head);
+        }
+        Ok(())
+    }
+
+    /// Opens a subscription to `room` starting at `start`.
+    pub fn subscribe(self: &Arc<Self>, room: &str, start: StartAt) -> Result<Subscription, SubscribeError> {
+        let count = self.subscribers.fetch_add(1, Ordering::SeqCst) + 1;
+        if count > self.max_subscribers {
+            self.subscribers.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubscribeError::TooMany(self.max_subscribers));
+        }
+        let channel = {
+            let mut rooms = self.rooms();
+            match rooms.get(room) {
+                Some(channel) => channel.clone(),
+                None => {
+                    // Read under the map lock: an apply that commits after
+                    // this read finds the channel and updates it.
+                    let meta = match self.store.room(room) {
+                        Ok(meta) => meta,
+                        Err(e) => {
+                            self.subscribers.fetch_sub(1, Ordering::SeqCst);
+                            return Err(e.into());
+                        }
+                    };
+                    let (head, _) = watch::channel(head_of(meta.as_ref()));
+                    let channel =
+                        Arc::new(RoomChannel { head, cache: Mutex::default(), subscribers: AtomicUsize::new(0) });
+                    rooms.insert(room.to_owned(), channel.clone());
+                    channel
+                }
+            }
+        };
+        channel.subscribers.fetch_add(1, Ordering::SeqCst);
+        let guard = SubscriberGuard { hub: self.clone(), room: room.to_owned(), channel: channel.clone() };
+        Ok(Subscription::new(guard, start))
+    }
+
+    /// Subscribers of `room` on this node.
+    pub fn subscribers_of(&self, room: &str) -> usize {
+        self.rooms().get(room).map_or(0, |c| c.subscribers.load(Ordering::SeqCst))
+    }
+
+    /// Subscribers on this node.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::SeqCst)
+    }
+
+    /// Ends every subscription (node shutdown).
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Events `[from, end)` of the room, from the cache when it holds
+    /// `from`, else from the store; at most `limit` of those `matches` lets
+    /// through. Returns them and the offset after the last one examined.
+    fn read(
+        &self,
+        channel: &RoomChannel,
+        room_id: u64,
+        from: u64,
+        end: u64,
+        limit: usize,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<(Vec<Arc<LiveEvent>>, u64), StoreError> {
+        {
+            let cache = channel.cache();
+            if let Some(first) = cache.front() {
+                if first.offset <= from {
+                    let skip = (from - first.offset) as usize;
+                    let mut events = Vec::new();
+                    let mut next = from;
+                    for event in cache.iter().skip(skip).take_while(|e| e.offset < end) {
+                        next = event.offset + 1;
+                        if matches(&event.event.event) {
+                            events.push(event.clone());
+                            if events.len() >= limit {
+                                break;
+                            }
+                        }
+                    }
+                    if next > from || skip < cache.len() {
+                        return Ok((events, next));
+                    }
+                }
+            }
+        }
+        let page = self.store.read_range(room_id, from, end, limit, matches)?;
+        let events = page.events.into_iter().map(|r| Arc::new(LiveEvent::new(r.offset, Arc::new(r.event)))).collect();
+        Ok((events, page.next_offset))
+    }
+}
+
+fn head_of(meta: Option<&crate::store::RoomMeta>) -> RoomHead {
+    match meta {
+        Some(meta) => {
+            RoomHead { room_id: Some(meta.id), min_offset: meta.info.min_offset, next_offset: meta.info.next_offset }
+        }
+        None => RoomHead::default(),
+    }
+}
+
+/// Keeps the counts right and drops a room's channel with its last
+/// subscriber.
+struct SubscriberGuard {
+    hub: Arc<Hub>,
+    room: String,
+    channel: Arc<RoomChannel>,
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.hub.subscribers.fetch_sub(1, Ordering::SeqCst);
+        let mut rooms = self.hub.rooms();
+        if self.channel.subscribers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Some(current) = rooms.get(&self.room) {
+                if Arc::ptr_eq(current, &self.channel) && current.subscribers.load(Ordering::SeqCst) == 0 {
+                    rooms.remove(&self.room);
+                }
+            }
+        }
+    }
+}

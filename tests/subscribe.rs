@@ -1,0 +1,335 @@
+//! Live subscriptions over WebSocket and SSE against real nodes.
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+use synap::client::{Client, From, Received, SubscribeOptions};
+use tokio_tungstenite::tungstenite::Message;
+
+const READY: Duration = Duration::from_secs(30);
+
+/// A raw WebSocket subscriber collecting frames in the background.
+struct WsSub {
+    frames: Arc<Mutex<Vec<Value>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WsSub {
+    /// Connects and returns once the `connected` frame arrived.
+    async fn connect(url: &str) -> (WsSub, Value) {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        let connected = loop {
+            match socket.next().await.expect("a first frame").expect("ws frame") {
+                Message::Text(text) => break serde_json::from_str::<Value>(&text).unwrap(),
+                _ => continue,
+            }
+        };
+        assert_eq!(connected["type"], "connected", "first frame: {connected}");
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let sink = frames.clone();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(message)) = socket.next().await {
+                if let Message::Text(text) = message {
+                    sink.lock().unwrap().push(serde_json::from_str(&text).unwrap());
+                }
+            }
+        });
+        (WsSub { frames, task }, connected)
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.frames.lock().unwrap().iter().filter(|f| f["type"] == "event").cloned().collect()
+    }
+
+    async fn wait_events(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let frames = self.frames.clone();
+        wait_for(timeout, &format!("{n} events on the subscription"), || {
+            let frames = frames.clone();
+            async move { frames.lock().unwrap().iter().filter(|f| f["type"] == "event").count() >= n }
+        })
+        .await;
+        self.events()
+    }
+}
+
+impl Drop for WsSub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn ws_url(http: &str, path: &str) -> String {
+    format!("{}{path}", http.replacen("http://", "ws://", 1))
+}
+
+/// The event objects of `history`, as a subscription frame shows them.
+fn as_frames(history: &[synap::client::Event]) -> Vec<Value> {
+    history
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap();
+            v["type"] = json!("event");
+            v
+        })
+        .collect()
+}
+
+async fn publish_batch(url: &str, room: &str, from: usize, n: usize, kind: impl Fn(usize) -> &'static str) {
+    let events: Vec<Value> = (from..from + n).map(|i| json!({ "event": kind(i), "data": { "i": i } })).collect();
+    let (status, body) =
+        raw(Method::POST, &format!("{url}/stream/{room}/batch"), Some(&json!({ "events": events }).to_string())).await;
+    assert_eq!(status, 200, "batch publish: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_subscriber_on_one_node_sees_everything_published_elsewhere() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(READY).await;
+    let (sub, connected) = WsSub::connect(&ws_url(&cluster.nodes[1].url, "/stream/live/ws")).await;
+    assert_eq!(connected["from_offset"], 0);
+    let publishers: Vec<_> = [0usize, 2]
+        .into_iter()
+        .map(|n| {
+            let client = cluster.nodes[n].client();
+            tokio::spawn(async move {
+                for i in 0..500 {
+                    client.publish("live", "tick", &json!({ "node": n, "i": i }), None, None).await.expect("publish");
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let events = sub.wait_events(1000, Duration::from_secs(60)).await;
+    let history = cluster.nodes[1].client().history_all("live").await.unwrap();
+    assert_eq!(history.len(), 1000);
+    assert_eq!(events, as_frames(&history), "the subscription equals history, offsets 0..999 in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_from_zero_switches_to_live_without_a_gap() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(READY).await;
+    let url = cluster.nodes[0].url.clone();
+    for chunk in 0..10 {
+        publish_batch(&url, "replay", chunk * 1000, 1000, |_| "old").await;
+    }
+    let (sub, connected) = WsSub::connect(&ws_url(&cluster.nodes[2].url, "/stream/replay/ws?from_offset=0")).await;
+    assert_eq!(connected["from_offset"], 0);
+    for i in 0..100 {
+        cluster.nodes[1].client().publish("replay", "new", &json!({ "i": 10_000 + i }), None, None).await.unwrap();
+    }
+    let events = sub.wait_events(10_100, Duration::from_secs(60)).await;
+    let offsets: Vec<u64> = events.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (0..10_100).collect::<Vec<u64>>());
+    let history = cluster.nodes[2].client().history_all("replay").await.unwrap();
+    assert_eq!(events, as_frames(&history));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_types_filter_delivers_exactly_the_matching_events() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_ready(READY).await;
+    let url = cluster.nodes[0].url.clone();
+    let kinds = ["user.created", "user.deleted", "order.created", "order.item.added", "user.profile.updated"];
+    publish_batch(&url, "mixed", 0, 50, |i| kinds[i % kinds.len()]).await;
+    let (sub, _) = WsSub::connect(&ws_url(&url, "/stream/mixed/ws?from_offset=0&types=user.*,order.item.%3E")).await;
+    publish_batch(&url, "mixed", 50, 50, |i| kinds[i % kinds.len()]).await;
+    let history = cluster.nodes[0].client().history_all("mixed").await.unwrap();
+    let expected: Vec<Value> = as_frames(&history)
+        .into_iter()
+        .filter(|e| matches!(e["event"].as_str(), Some("user.created" | "user.deleted" | "order.item.added")))
+        .collect();
+    assert_eq!(expected.len(), 60);
+    let events = sub.wait_events(expected.len(), Duration::from_secs(30)).await;
+    assert_eq!(events, expected);
+}
+
+/// Reads SSE events (`id`, `event`, parsed `data`) from a response until
+/// `n` arrived.
+async fn read_sse(response: reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while events.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("SSE data within 30 s")
+            .expect("SSE stream open")
+            .expect("SSE chunk");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    kind = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            if !data.is_empty() {
+                events.push((id, kind, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sse_resumes_after_a_disconnect_with_last_event_id() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(READY).await;
+    let url = cluster.nodes[0].url.clone();
+    publish_batch(&url, "sse", 0, 300, |_| "sse.tick").await;
+    let http = reqwest::Client::new();
+    let sse_url = format!("{}/stream/sse/sse?from_offset=0", cluster.nodes[1].url);
+    let first = read_sse(http.get(&sse_url).send().await.unwrap(), 120).await;
+    // Dropping the response closes the connection mid-stream; more events
+    // are published while no one listens.
+    publish_batch(&url, "sse", 300, 100, |_| "sse.tick").await;
+    let last_id = first.last().unwrap().0.clone();
+    let second =
+        read_sse(http.get(&sse_url).header("Last-Event-ID", &last_id).send().await.unwrap(), 400 - first.len()).await;
+    let union: Vec<&(String, String, Value)> = first.iter().chain(second.iter()).collect();
+    let ids: Vec<u64> = union.iter().map(|(id, _, _)| id.parse().unwrap()).collect();
+    assert_eq!(ids, (0..400).collect::<Vec<u64>>(), "gapless and duplicate-free across the reconnect");
+    let history = as_frames(&cluster.nodes[1].client().history_all("sse").await.unwrap());
+    for ((id, kind, data), expected) in union.iter().zip(&history) {
+        assert_eq!(kind, "sse.tick");
+        assert_eq!(data, expected, "event {id} equals history");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_client_library_resumes_on_another_node_when_its_node_dies() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(READY).await;
+    let urls = cluster.urls();
+    // The subscriber prefers node 2, then 1, then 3.
+    let subscriber = Client::cluster(&[urls[1].clone(), urls[0].clone(), urls[2].clone()]);
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    const TOTAL: usize = 600;
+    let task = tokio::spawn(async move {
+        subscriber
+            .subscribe("failover", From::Offset(0), SubscribeOptions::default(), |r| {
+                let mut all = sink.lock().unwrap();
+                if let Received::Event(e) = r {
+                    all.push(e);
+                }
+                if all.len() >= TOTAL {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await
+    });
+    let publisher = Client::cluster(&[urls[0].clone()]);
+    for i in 0..TOTAL / 2 {
+        publisher.publish("failover", "tick", &json!({ "i": i }), None, None).await.unwrap();
+    }
+    let counter = received.clone();
+    wait_for(Duration::from_secs(30), "the subscriber to be mid-stream", || {
+        let counter = counter.clone();
+        async move { counter.lock().unwrap().len() >= 100 }
+    })
+    .await;
+    cluster.node_mut(2).kill();
+    for i in TOTAL / 2..TOTAL {
+        publisher.publish("failover", "tick", &json!({ "i": i }), None, None).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), task).await.expect("subscription finished").unwrap().unwrap();
+    let received = received.lock().unwrap().clone();
+    let history = cluster.nodes[0].client().history_all("failover").await.unwrap();
+    assert_eq!(received.len(), TOTAL);
+    assert_eq!(received, history, "gapless, duplicate-free and equal to history across the node loss");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_reader_costs_no_memory_and_then_catches_up() {
+    let cluster = Cluster::start(1, &["--subscriber-send-timeout-secs", "300"]);
+    cluster.wait_ready(READY).await;
+    let url = cluster.nodes[0].url.clone();
+    let pid = cluster.nodes[0].child.as_ref().unwrap().id();
+    publish_batch(&url, "stall", 0, 100, |_| "warmup").await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(ws_url(&url, "/stream/stall/ws?from_offset=100")).await.unwrap();
+    let before = rss_kib(pid);
+    // The reader reads nothing while 50,000 events of ~200 bytes go by.
+    for chunk in 0..100 {
+        publish_batch(&url, "stall", 100 + chunk * 500, 500, |_| "stall.tick").await;
+    }
+    let after = rss_kib(pid);
+    let growth_mb = (after.saturating_sub(before)) as f64 / 1024.0;
+    assert!(growth_mb < 50.0, "resident memory grew by {growth_mb:.1} MB while a reader stalled");
+    let mut offsets = Vec::new();
+    while offsets.len() < 50_000 {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next()).await.expect("frames keep coming");
+        if let Some(Ok(Message::Text(text))) = message {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "event" {
+                offsets.push(frame["offset"].as_u64().unwrap());
+            }
+        }
+    }
+    assert_eq!(offsets, (100..50_100).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_subscription_requests_are_refused_before_the_upgrade() {
+    let cluster = Cluster::start(1, &["--max-subscribers", "1"]);
+    cluster.wait_ready(READY).await;
+    let base = cluster.nodes[0].url.clone();
+    let cases = [
+        ("/stream/bad%20room/ws", 400),
+        ("/stream/ok/ws?from_offset=abc", 400),
+        ("/stream/ok/ws?bogus=1", 400),
+        ("/stream/ok/ws?types=a..b", 400),
+        ("/stream/bad%20room/sse", 400),
+        ("/stream/ok/sse?from_offset=1.5", 400),
+        ("/stream/ok/sse?nope=1", 400),
+    ];
+    for (path, want) in cases {
+        for upgrade in [false, true] {
+            let mut request = reqwest::Client::new().get(format!("{base}{path}"));
+            if upgrade {
+                request = request
+                    .header("connection", "upgrade")
+                    .header("upgrade", "websocket")
+                    .header("sec-websocket-version", "13")
+                    .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, want, "{path} (upgrade {upgrade}) answered {status}: {body}");
+            assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{path}: message in {body}");
+        }
+    }
+    let (first, _) = WsSub::connect(&ws_url(&base, "/stream/ok/ws")).await;
+    let (status, body) = raw(Method::GET, &format!("{base}/stream/ok/sse"), None).await;
+    assert_eq!(status, 503, "the node's one subscriber slot is taken: {body}");
+    assert!(body["error"].as_str().unwrap().contains("limit"));
+    drop(first);
+}
