@@ -333,3 +333,118 @@ async fn bad_subscription_requests_are_refused_before_the_upgrade() {
     assert!(body["error"].as_str().unwrap().contains("limit"));
     drop(first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offsets_below_retention_start_with_an_explicit_gap() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_ready(READY).await;
+    let url = cluster.nodes[0].url.clone();
+    let (status, _) = raw(Method::POST, &format!("{url}/stream/trimmed"), Some(r#"{"max_events":5}"#)).await;
+    assert_eq!(status, 201);
+    publish_batch(&url, "trimmed", 0, 20, |_| "t").await;
+
+    let (sub, _) = WsSub::connect(&ws_url(&url, "/stream/trimmed/ws?from_offset=3")).await;
+    sub.wait_events(5, Duration::from_secs(30)).await;
+    let frames = sub.frames.lock().unwrap().clone();
+    assert_eq!(frames[0]["type"], "error", "the gap comes first: {frames:?}");
+    assert_eq!((frames[0]["code"].clone(), frames[0]["earliest_offset"].clone()), (json!("gap"), json!(15)));
+    let offsets: Vec<u64> = frames[1..].iter().map(|f| f["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, vec![15, 16, 17, 18, 19]);
+
+    let response = reqwest::get(format!("{url}/stream/trimmed/sse?from_offset=0")).await.unwrap();
+    let events = read_sse(response, 6).await;
+    assert_eq!(events[0].1, "gap");
+    assert_eq!(events[0].2["earliest_offset"], 15);
+    assert_eq!(events[1..].iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), vec!["15", "16", "17", "18", "19"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_that_stops_reading_is_disconnected_with_a_reason() {
+    let cluster = Cluster::start(1, &["--subscriber-send-timeout-secs", "1"]);
+    cluster.wait_ready(READY).await;
+    let url = cluster.nodes[0].url.clone();
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(ws_url(&url, "/stream/slow/ws?from_offset=0")).await.unwrap();
+    // Enough data to fill both sockets' buffers many times over.
+    let pad = "x".repeat(8000);
+    for chunk in 0..40 {
+        let events: Vec<Value> =
+            (0..100).map(|i| json!({ "event": "big", "data": { "i": chunk * 100 + i, "pad": pad } })).collect();
+        let (status, _) =
+            raw(Method::POST, &format!("{url}/stream/slow/batch"), Some(&json!({ "events": events }).to_string()))
+                .await;
+        assert_eq!(status, 200);
+    }
+    let stats = cluster.nodes[0].client();
+    wait_for(Duration::from_secs(30), "the stalled subscriber to be dropped", || {
+        let c = stats.clone();
+        async move { c.stats("slow").await.is_ok_and(|s| s.subscribers == 0) }
+    })
+    .await;
+    // Reading now drains what was in flight, then the reason, then the close.
+    let mut last_event = None;
+    let mut reason = None;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+        match message {
+            Message::Text(text) => {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                match frame["type"].as_str() {
+                    Some("event") => last_event = frame["offset"].as_u64(),
+                    Some("error") => reason = Some(frame),
+                    _ => {}
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let reason = reason.expect("an error frame before the close");
+    assert_eq!(reason["code"], "slow_consumer", "{reason}");
+    let resume = reason["next_offset"].as_u64().unwrap();
+    assert!(last_event.is_none_or(|last| last < resume), "resume point {resume} after last delivered {last_event:?}");
+    assert!(resume < 4000, "it was cut off before the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn synap_tail_follows_a_room_and_survives_its_node_stopping() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(READY).await;
+    let urls = cluster.urls();
+    publish_batch(&urls[0], "tailed", 0, 10, |_| "before").await;
+    let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_synap"))
+        .args(["tail", "tailed", "--from", "0", "--url", &format!("{},{}", urls[2], urls[0])])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+        }
+    });
+    let seen = lines.clone();
+    wait_for(Duration::from_secs(30), "tail to print the first 10 events", || {
+        let seen = seen.clone();
+        async move { seen.lock().unwrap().len() >= 10 }
+    })
+    .await;
+    // The node tail is connected to stops gracefully; tail moves on.
+    cluster.node_mut(3).stop();
+    publish_batch(&urls[1], "tailed", 10, 10, |_| "after").await;
+    let seen = lines.clone();
+    wait_for(Duration::from_secs(30), "tail to print 20 events", || {
+        let seen = seen.clone();
+        async move { seen.lock().unwrap().len() >= 20 }
+    })
+    .await;
+    let _ = tail.kill();
+    let _ = tail.wait();
+    reader.join().unwrap();
+    let offsets: Vec<u64> = lines.lock().unwrap().iter().map(|l| l["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (0..20).collect::<Vec<u64>>());
+}

@@ -5,6 +5,7 @@
 //! upgrade, then copy deliveries to the socket, one frame per event.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -124,39 +125,28 @@ async fn serve_ws(socket: WebSocket, mut subscription: Subscription, subscriber_
     if tx.send(Message::Text(connected.to_string().into())).await.is_err() {
         return;
     }
+    // The offset a reconnecting client should ask for: one past the last
+    // event handed to the socket (which sends what it was handed before
+    // anything sent later).
+    let mut resume = subscription.cursor();
     let mut ping = tokio::time::interval(KEEP_ALIVE);
     ping.tick().await;
-    let closing = loop {
+    let (code, reason) = loop {
         tokio::select! {
             delivery = subscription.next() => match delivery {
                 Ok(Delivery::Events(events)) => {
-                    let send = async {
-                        for event in &events {
-                            let text = event.rendered(|e| render(&room, e)).to_owned();
-                            tx.feed(Message::Text(text.into())).await?;
-                        }
-                        tx.flush().await
-                    };
+                    let send = feed_events(&mut tx, &room, &events, &mut resume);
                     match tokio::time::timeout(timeout, send).await {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(())) => resume = subscription.cursor(),
                         Ok(Err(_)) => return,
-                        Err(_) => break (
-                            "slow_consumer",
-                            format!("subscriber did not read for {}s; resume from offset {}", timeout.as_secs(), events[0].offset),
-                        ),
+                        Err(_) => break ("slow_consumer", format!("subscriber did not read for {}s", timeout.as_secs())),
                     }
                 }
                 Ok(Delivery::Gap { requested, earliest }) => {
-                    let frame = json!({
-                        "type": "error",
-                        "code": "gap",
-                        "error": format!("offset {requested} is no longer retained; continuing from the earliest retained offset {earliest}"),
-                        "requested_offset": requested,
-                        "earliest_offset": earliest,
-                    });
-                    if tx.send(Message::Text(frame.to_string().into())).await.is_err() {
+                    if tx.send(Message::Text(gap_notice(requested, earliest, true).into())).await.is_err() {
                         return;
                     }
+                    resume = subscription.cursor();
                 }
                 Ok(Delivery::RoomDeleted) => break ("room_deleted", format!("room '{room}' was deleted")),
                 Ok(Delivery::Shutdown) => break ("shutdown", "node shutting down; resume on another node".to_owned()),
@@ -167,20 +157,57 @@ async fn serve_ws(socket: WebSocket, mut subscription: Subscription, subscriber_
                 Some(Ok(_)) => {}
             },
             _ = ping.tick() => {
-                if tokio::time::timeout(timeout, tx.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
+                let sent = tokio::time::timeout(timeout, tx.send(Message::Ping(Default::default()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     return;
                 }
             }
         }
     };
-    // Best effort: a subscriber that stopped reading may never see these.
-    let (code, reason) = closing;
-    let frame = json!({ "type": "error", "code": code, "error": reason, "next_offset": subscription.cursor() });
+    // Free the subscriber slot now; the goodbye may wait on a full socket.
+    drop(subscription);
+    let frame = json!({ "type": "error", "code": code, "error": reason, "next_offset": resume });
     let close = async {
         tx.send(Message::Text(frame.to_string().into())).await?;
         tx.send(Message::Close(Some(CloseFrame { code: 1000, reason: "".into() }))).await
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+    // A reader that stopped reading gets this grace period to come back and
+    // learn why it was cut off and where to resume.
+    let _ = tokio::time::timeout(GOODBYE_GRACE, close).await;
+}
+
+/// How long a closing WebSocket waits for the peer to take its last frames.
+const GOODBYE_GRACE: Duration = Duration::from_secs(10);
+
+/// Hands `events` to the socket, advancing `resume` past each one handed
+/// over, then flushes.
+async fn feed_events<S>(tx: &mut S, room: &str, events: &[Arc<LiveEvent>], resume: &mut u64) -> Result<(), S::Error>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    for event in events {
+        let text = event.rendered(|e| render(room, e)).to_owned();
+        tx.feed(Message::Text(text.into())).await?;
+        *resume = event.offset + 1;
+    }
+    tx.flush().await
+}
+
+/// The notice that offsets were trimmed before delivery: a WebSocket error
+/// frame (`ws`) or the data of an SSE `gap` event.
+fn gap_notice(requested: u64, earliest: u64, ws: bool) -> String {
+    let mut notice = json!({
+        "code": "gap",
+        "error": format!(
+            "offset {requested} is no longer retained; continuing from the earliest retained offset {earliest}"
+        ),
+        "requested_offset": requested,
+        "earliest_offset": earliest,
+    });
+    if ws {
+        notice["type"] = json!("error");
+    }
+    notice.to_string()
 }
 
 /// `GET /stream/{room}/sse`
@@ -242,12 +269,8 @@ impl SseState {
                     }
                 }
                 Ok(Delivery::Gap { requested, earliest }) => {
-                    let data = json!({
-                        "error": format!("offset {requested} is no longer retained; continuing from the earliest retained offset {earliest}"),
-                        "requested_offset": requested,
-                        "earliest_offset": earliest,
-                    });
-                    self.pending.push_back(SseEvent::default().event("gap").data(data.to_string()));
+                    self.pending
+                        .push_back(SseEvent::default().event("gap").data(gap_notice(requested, earliest, false)));
                 }
                 Ok(Delivery::RoomDeleted) => self.finish("room_deleted", format!("room '{}' was deleted", self.room)),
                 Ok(Delivery::Shutdown) => self.finish("shutdown", "node shutting down; resume on another node".into()),
