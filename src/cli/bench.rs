@@ -17,6 +17,25 @@ pub struct BenchArgs {
 enum Scenario {
     /// Concurrent publishers, each waiting for its acknowledgement.
     Publish(PublishBench),
+    /// One publisher at a fixed rate, many WebSocket subscribers spread over
+    /// the nodes; measures publish-to-delivery latency.
+    Fanout(FanoutBench),
+}
+
+#[derive(Debug, Args)]
+struct FanoutBench {
+    /// Nodes; subscribers are spread over all, the publisher uses the first.
+    #[arg(long, default_value = "http://127.0.0.1:15500", value_delimiter = ',')]
+    urls: Vec<String>,
+    /// Subscribers.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Events published per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// How long to publish, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -41,7 +60,110 @@ struct PublishBench {
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     match args.scenario {
         Scenario::Publish(bench) => publish(bench).await,
+        Scenario::Fanout(bench) => fanout(bench).await,
     }
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The `sent_us` field of an event frame, found without parsing the whole
+/// frame (a hundred subscribers parse a lot of JSON on two cores).
+fn sent_micros(frame: &str) -> Option<u64> {
+    let at = frame.find("\"sent_us\":")? + "\"sent_us\":".len();
+    let digits: String = frame[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+async fn fanout(bench: FanoutBench) -> Result<(), String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    if bench.urls.is_empty() || bench.rate == 0 {
+        return Err("need at least one url and a positive rate".into());
+    }
+    let room = format!("fanout-{}", uuid::Uuid::new_v4().simple());
+    let expected = bench.rate * bench.seconds;
+    let mut subscribers = Vec::new();
+    for s in 0..bench.subscribers {
+        let base = bench.urls[s % bench.urls.len()].trim_end_matches('/').replacen("http://", "ws://", 1);
+        let url = format!("{base}/stream/{room}/ws");
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| format!("{url}: {e}"))?;
+        subscribers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(expected as usize);
+            let idle = Duration::from_secs(5);
+            while let Ok(Some(Ok(message))) = tokio::time::timeout(idle, socket.next()).await {
+                if let Message::Text(text) = message {
+                    if let Some(sent) = sent_micros(&text) {
+                        latencies.push(now_micros().saturating_sub(sent));
+                        if latencies.len() as u64 >= expected {
+                            break;
+                        }
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let http = reqwest::Client::builder().tcp_nodelay(true).build().map_err(|e| e.to_string())?;
+    let publish_url = format!("{}/stream/{room}/publish", bench.urls[0].trim_end_matches('/'));
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / bench.rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut publishes = Vec::with_capacity(expected as usize);
+    for _ in 0..expected {
+        tick.tick().await;
+        let (http, url) = (http.clone(), publish_url.clone());
+        publishes.push(tokio::spawn(async move {
+            let body = format!(r#"{{"event":"bench.fanout","data":{{"sent_us":{}}}}}"#, now_micros());
+            http.post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }));
+    }
+    let mut failed = 0;
+    for p in publishes {
+        if !p.await.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    let mut short = 0;
+    for s in subscribers {
+        let l = s.await.map_err(|e| e.to_string())?;
+        if (l.len() as u64) < expected - failed {
+            short += 1;
+        }
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    println!(
+        "fanout: {} subscribers over {} nodes, {} events at {}/s ({} failed, published in {:.1} s): {} deliveries ({:.0}/s), {} subscribers short, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        bench.subscribers,
+        bench.urls.len(),
+        expected,
+        bench.rate,
+        failed,
+        publish_secs,
+        latencies.len(),
+        latencies.len() as f64 / elapsed,
+        short,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
+    Ok(())
 }
 
 async fn publish(bench: PublishBench) -> Result<(), String> {
