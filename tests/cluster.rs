@@ -150,12 +150,7 @@ async fn a_node_joins_and_another_leaves_while_publishing_continues() {
 
     let via = cluster.nodes[1].url.clone();
     cluster.add_joining_node(4, &via);
-    let client = cluster.nodes[0].client();
-    wait_for(Duration::from_secs(60), "node 4 to become a voter", || {
-        let client = client.clone();
-        async move { client.cluster_status().await.is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter)) }
-    })
-    .await;
+    wait_voter(&cluster.nodes[0].client(), 4, Duration::from_secs(60)).await;
     let after_join = load.ack_count();
     load.wait_acks(after_join + 50, Duration::from_secs(30)).await;
 

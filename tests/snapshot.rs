@@ -36,18 +36,9 @@ async fn a_late_joiner_installs_a_snapshot_and_keeps_it_after_a_crash() {
 
     let via = cluster.nodes[1].url.clone();
     cluster.add_joining_node(4, &via);
-    let status_client = cluster.nodes[0].client();
-    wait_for(Duration::from_secs(60), "node 4 to become a voter", || {
-        let c = status_client.clone();
-        async move { c.cluster_status().await.is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter)) }
-    })
-    .await;
+    wait_voter(&cluster.nodes[0].client(), 4, Duration::from_secs(60)).await;
     let joiner = cluster.node(4).client();
-    wait_for(Duration::from_secs(30), "node 4 to see itself as a voter", || {
-        let c = joiner.clone();
-        async move { c.cluster_status().await.is_ok_and(|s| s.members.iter().any(|m| m.id == 4 && m.voter)) }
-    })
-    .await;
+    wait_voter(&joiner, 4, Duration::from_secs(30)).await;
     let joined = joiner.cluster_status().await.expect("status of node 4");
     assert!(joined.snapshot_index.is_some(), "node 4 caught up without a snapshot: {joined:?}");
 

@@ -266,6 +266,16 @@ where
     }
 }
 
+/// Waits until `client`'s node lists node `id` as a voter.
+pub async fn wait_voter(client: &Client, id: u64, timeout: Duration) {
+    let what = format!("{} to list node {id} as a voter", client.base_url());
+    wait_for(timeout, &what, || {
+        let client = client.clone();
+        async move { client.cluster_status().await.is_ok_and(|s| s.members.iter().any(|m| m.id == id && m.voter)) }
+    })
+    .await;
+}
+
 /// Raw HTTP for tests that check status codes and bodies.
 pub async fn raw(method: reqwest::Method, url: &str, body: Option<&str>) -> (u16, Value) {
     let client = reqwest::Client::new();
