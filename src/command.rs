@@ -34,6 +34,9 @@ pub struct NewEvent {
     pub metadata: Option<String>,
     /// The client's id for the event, or one the receiving node generated.
     pub id: String,
+    /// Whether `id` came from the client: only those are remembered for
+    /// deduplication (a generated id never repeats).
+    pub dedup: bool,
 }
 
 /// One client operation inside a [`Command`].
@@ -60,6 +63,25 @@ pub enum Request {
         /// Create rooms that do not exist yet instead of rejecting.
         create_missing: bool,
     },
+    /// Set a key, optionally with a time to live and only if absent.
+    KvSet {
+        /// The key.
+        key: String,
+        /// The value, stored as given.
+        value: String,
+        /// Time to live in milliseconds, counted from the command's timestamp.
+        ttl_ms: Option<u64>,
+        /// Only set if the key is absent or expired.
+        nx: bool,
+    },
+    /// Delete a key.
+    KvDelete {
+        /// The key.
+        key: String,
+    },
+    /// Drop expired keys and deduplication entries older than the window
+    /// (proposed periodically by the leader).
+    Expire,
 }
 
 /// One Raft entry's payload: requests of one or more clients, and the
@@ -69,6 +91,10 @@ pub struct Command {
     /// Unix milliseconds, read from the proposing leader's clock. Every node
     /// stamps events with this value, never with its own clock.
     pub timestamp_ms: u64,
+    /// How long a publish id is remembered for deduplication, in
+    /// milliseconds (the proposing leader's setting, so that every node
+    /// decides alike).
+    pub dedup_window_ms: u64,
     /// The requests, applied in order.
     pub requests: Vec<Request>,
 }
@@ -140,6 +166,22 @@ pub enum Reply {
     Deleted,
     /// Answer to `Publish`: one entry per event, in order.
     Published(Vec<Published>),
+    /// Answer to `KvSet`: whether the value was written (false only with
+    /// `nx` on a live key).
+    KvSet {
+        /// Written or not.
+        written: bool,
+    },
+    /// Answer to `KvDelete`: whether a live key was removed.
+    KvDeleted {
+        /// Removed or not.
+        existed: bool,
+    },
+    /// Answer to `Expire`: how many records were dropped.
+    Expired {
+        /// Keys and dedup entries removed.
+        removed: u64,
+    },
     /// The request was refused and changed nothing.
     Rejected(Rejection),
 }

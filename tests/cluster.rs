@@ -274,6 +274,7 @@ async fn internal_routes_require_the_cluster_secret() {
                 data: "{}".into(),
                 metadata: None,
                 id: "forged-1".into(),
+                dedup: true,
             }],
             create_missing: true,
         },

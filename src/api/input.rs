@@ -84,14 +84,14 @@ impl EventBody<'_> {
         if size > max_bytes {
             return Err(ApiError::too_large(format!("event is {size} bytes; the limit is {max_bytes}")));
         }
-        let id = match self.id {
+        let (id, dedup) = match self.id {
             Some(id) if id.is_empty() || id.len() > MAX_NAME_LEN => {
                 return Err(ApiError::bad_request(format!("id must be 1 to {MAX_NAME_LEN} characters")));
             }
-            Some(id) => id,
-            None => uuid::Uuid::new_v4().to_string(),
+            Some(id) => (id, true),
+            None => (uuid::Uuid::new_v4().to_string(), false),
         };
-        Ok(NewEvent { room: room.to_owned(), event: self.event, data: one_line(self.data.get()), metadata, id })
+        Ok(NewEvent { room: room.to_owned(), event: self.event, data: one_line(self.data.get()), metadata, id, dedup })
     }
 }
 

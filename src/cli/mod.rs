@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// Refuse publishes to rooms that do not exist instead of creating them.
     #[arg(long, env = "SYNAP_NO_AUTO_CREATE")]
     no_auto_create: bool,
+    /// How long a publish `id` is remembered: a second publish with the
+    /// same id in the same room within this many seconds returns the
+    /// original offset and appends nothing.
+    #[arg(long, env = "SYNAP_DEDUP_WINDOW_SECS", default_value_t = 120)]
+    dedup_window_secs: u64,
     /// Most live subscribers (WebSocket + SSE) this node serves at once.
     #[arg(long, env = "SYNAP_MAX_SUBSCRIBERS", default_value_t = 10_000)]
     max_subscribers: usize,
@@ -134,6 +139,7 @@ impl ServeArgs {
             max_event_bytes: self.max_event_bytes,
             auto_create_rooms: !self.no_auto_create,
             max_subscribers: self.max_subscribers,
+            dedup_window: Duration::from_secs(self.dedup_window_secs),
             subscriber_send_timeout: Duration::from_secs(self.subscriber_send_timeout_secs.max(1)),
             snapshot_every: self.snapshot_every,
         })

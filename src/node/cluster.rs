@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::forward::{ForwardError, Forwarder};
 use super::proposer::Proposer;
 use super::{Node, NodeConfig, WriteError};
+use crate::command::Request;
 use crate::hub::Hub;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
@@ -122,9 +123,31 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     let raft = raft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    let proposer = Proposer::start(raft.clone());
+    let proposer = Proposer::start(raft.clone(), config.dedup_window);
+    tokio::spawn(propose_expiry(raft.clone(), proposer.clone(), config.id));
     let forwarder = Forwarder::new(config.cluster_secret.clone());
     Ok(Arc::new(Node { config, raft, store, hub, applied, proposer, forwarder }))
+}
+
+/// How often the leader proposes dropping expired keys and old dedup
+/// entries. Reads hide expired keys meanwhile; this only reclaims space.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+
+/// While this node leads, periodically proposes `Request::Expire`.
+async fn propose_expiry(raft: raft::Raft, proposer: Proposer, id: NodeId) {
+    let mut tick = tokio::time::interval(EXPIRE_EVERY);
+    loop {
+        tick.tick().await;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.running_state.is_err() {
+            return;
+        }
+        if metrics.current_leader == Some(id) {
+            if let Err(e) = proposer.propose(Request::Expire).await {
+                tracing::debug!("expiry proposal: {e}");
+            }
+        }
+    }
 }
 
 /// Forms or joins the cluster as the configuration says. Never

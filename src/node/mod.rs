@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub max_event_bytes: usize,
     /// Whether publishing to a missing room creates it.
     pub auto_create_rooms: bool,
+    /// How long a client-supplied publish id is remembered for
+    /// deduplication.
+    pub dedup_window: Duration,
     /// Most live subscribers this node serves at once.
     pub max_subscribers: usize,
     /// A subscriber whose socket accepts nothing for this long is

@@ -9,6 +9,7 @@
 //! batch size grows with the load by itself.
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::ClientWriteError;
@@ -57,10 +58,11 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts the proposer task for `raft`.
-    pub fn start(raft: Raft) -> Self {
+    /// Starts the proposer task for `raft`; its commands carry
+    /// `dedup_window` for the state machine's publish-id deduplication.
+    pub fn start(raft: Raft, dedup_window: Duration) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, rx, dedup_window.as_millis() as u64));
         Self { queue }
     }
 
@@ -73,7 +75,7 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>) {
+async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_window_ms: u64) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut clock = ClusterClock::default();
     let mut batch = Vec::with_capacity(MAX_BATCH_REQUESTS);
@@ -87,7 +89,7 @@ async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>) {
             return;
         }
         let (requests, waiters): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.request, p.reply)).unzip();
-        let command = Command { timestamp_ms: clock.now(), requests };
+        let command = Command { timestamp_ms: clock.now(), dedup_window_ms, requests };
         let receiver = match raft.client_write_ff(command).await {
             Ok(receiver) => receiver,
             Err(fatal) => {

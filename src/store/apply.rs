@@ -11,9 +11,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{keys, RoomMeta, Store, StoreError, StoredEvent};
+use super::{keys, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent};
 use crate::codec;
 use crate::command::{Command, NewEvent, Published, Rejection, Reply, Request, RoomConfig, RoomInfo};
+
+/// Most expired keys (and, separately, dedup entries) one `Expire` removes;
+/// the leader proposes the next one soon after.
+const MAX_EXPIRE: usize = 10_000;
 
 /// Pending changes of one apply call.
 pub struct ApplyBatch {
@@ -21,6 +25,11 @@ pub struct ApplyBatch {
     deleted_rooms: Vec<u64>,
     touched: Vec<String>,
     appended: Vec<(String, u64, Arc<StoredEvent>)>,
+    /// KV records written in this batch (None = deleted): the batch is not
+    /// readable from the tree until it commits.
+    kv: HashMap<String, Option<KvEntry>>,
+    /// Dedup records written in this batch.
+    dedup: HashMap<Vec<u8>, DedupEntry>,
 }
 
 /// What one committed apply changed in one room, for live subscribers.
@@ -35,6 +44,22 @@ pub struct RoomUpdate {
 }
 
 impl ApplyBatch {
+    /// The KV record of `key` as this batch would leave it.
+    fn kv_entry(&self, tree: &sled::Tree, key: &str) -> Result<Option<KvEntry>, StoreError> {
+        if let Some(pending) = self.kv.get(key) {
+            return Ok(pending.clone());
+        }
+        tree.get(keys::kv(key))?.map(|bytes| codec::decode(&bytes)).transpose().map_err(Into::into)
+    }
+
+    /// The dedup record under `key` as this batch would leave it.
+    fn dedup_entry(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<DedupEntry>, StoreError> {
+        if let Some(pending) = self.dedup.get(key) {
+            return Ok(Some(*pending));
+        }
+        tree.get(key)?.map(|bytes| codec::decode(&bytes)).transpose().map_err(Into::into)
+    }
+
     /// Adds a raw key/value (the caller's own bookkeeping) to the batch.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
         self.batch.insert(key, value);
@@ -82,6 +107,8 @@ impl Applier {
             deleted_rooms: Vec::new(),
             touched: Vec::new(),
             appended: Vec::new(),
+            kv: HashMap::new(),
+            dedup: HashMap::new(),
         }
     }
 
@@ -95,8 +122,13 @@ impl Applier {
                 }
                 Request::DeleteRoom { room } => self.delete_room(batch, room)?,
                 Request::Publish { events, create_missing } => {
-                    self.publish(batch, events, *create_missing, command.timestamp_ms)?
+                    self.publish(batch, events, *create_missing, command.timestamp_ms, command.dedup_window_ms)?
                 }
+                Request::KvSet { key, value, ttl_ms, nx } => {
+                    self.kv_set(batch, key, value, *ttl_ms, *nx, command.timestamp_ms)?
+                }
+                Request::KvDelete { key } => self.kv_delete(batch, key, command.timestamp_ms)?,
+                Request::Expire => self.expire(batch, command.timestamp_ms, command.dedup_window_ms)?,
             };
             replies.push(reply);
         }
@@ -106,7 +138,7 @@ impl Applier {
     /// Writes `batch` atomically, then removes the events of rooms it
     /// deleted. Returns what changed, room by room.
     pub fn commit(&mut self, batch: ApplyBatch) -> Result<Vec<RoomUpdate>, StoreError> {
-        let ApplyBatch { batch: mut writes, deleted_rooms, mut touched, appended } = batch;
+        let ApplyBatch { batch: mut writes, deleted_rooms, mut touched, appended, .. } = batch;
         writes.insert(keys::NEXT_ROOM_ID, codec::encode(&self.next_room_id)?);
         self.store.tree().apply_batch(writes)?;
         if !deleted_rooms.is_empty() {
@@ -200,6 +232,7 @@ impl Applier {
         events: &[NewEvent],
         create_missing: bool,
         now: u64,
+        dedup_window: u64,
     ) -> Result<Reply, StoreError> {
         // All or nothing: check every room before writing anything.
         if !create_missing {
@@ -213,6 +246,16 @@ impl Applier {
                 self.new_room(batch, &new.room, RoomConfig::default(), now)?;
             }
             let Some(meta) = self.rooms.get_mut(&new.room) else { unreachable!("room was created just above") };
+            let dedup_key = new.dedup.then(|| keys::dedup(meta.id, &new.id));
+            if let Some(key) = &dedup_key {
+                if let Some(original) = batch.dedup_entry(self.store.tree(), key)? {
+                    if original.timestamp.saturating_add(dedup_window) > now {
+                        let (offset, timestamp) = (original.offset, original.timestamp);
+                        published.push(Published { room: new.room.clone(), offset, timestamp, duplicate: true });
+                        continue;
+                    }
+                }
+            }
             let info = &mut meta.info;
             let offset = info.next_offset;
             let timestamp = now.max(info.last_event_at);
@@ -220,16 +263,23 @@ impl Applier {
             info.last_event_at = timestamp;
             info.published_total += 1;
             info.bytes_total += (new.data.len() + new.metadata.as_ref().map_or(0, String::len)) as u64;
-            let stored = StoredEvent {
+            let stored = Arc::new(StoredEvent {
                 event: new.event.clone(),
                 data: new.data.clone(),
                 metadata: new.metadata.clone(),
                 timestamp,
                 id: new.id.clone(),
-            };
-            batch.batch.insert(&keys::event(meta.id, offset), codec::encode(&stored)?);
+            });
+            batch.batch.insert(&keys::event(meta.id, offset), codec::encode(&*stored)?);
+            if let Some(key) = dedup_key {
+                let entry = DedupEntry { offset, timestamp };
+                batch.batch.insert(keys::dedup_expiry(timestamp, meta.id, &new.id), Vec::new());
+                batch.batch.insert(key.clone(), codec::encode(&entry)?);
+                batch.dedup.insert(key, entry);
+            }
             published.push(Published { room: new.room.clone(), offset, timestamp, duplicate: false });
             batch.touched.push(new.room.clone());
+            batch.appended.push((new.room.clone(), offset, stored));
         }
         let mut rooms: Vec<&str> = events.iter().map(|e| e.room.as_str()).collect();
         rooms.sort_unstable();
@@ -238,6 +288,73 @@ impl Applier {
             self.trim(batch, name, now)?;
         }
         Ok(Reply::Published(published))
+    }
+
+    fn kv_set(
+        &mut self,
+        batch: &mut ApplyBatch,
+        key: &str,
+        value: &str,
+        ttl_ms: Option<u64>,
+        nx: bool,
+        now: u64,
+    ) -> Result<Reply, StoreError> {
+        if nx && batch.kv_entry(self.store.tree(), key)?.is_some_and(|e| e.is_live(now)) {
+            return Ok(Reply::KvSet { written: false });
+        }
+        let entry = KvEntry { value: value.to_owned(), expires_at: ttl_ms.map(|ttl| now.saturating_add(ttl)) };
+        if let Some(at) = entry.expires_at {
+            batch.batch.insert(keys::kv_expiry(at, key), Vec::new());
+        }
+        batch.batch.insert(keys::kv(key), codec::encode(&entry)?);
+        batch.kv.insert(key.to_owned(), Some(entry));
+        Ok(Reply::KvSet { written: true })
+    }
+
+    fn kv_delete(&mut self, batch: &mut ApplyBatch, key: &str, now: u64) -> Result<Reply, StoreError> {
+        let existed = batch.kv_entry(self.store.tree(), key)?.is_some_and(|e| e.is_live(now));
+        batch.batch.remove(keys::kv(key));
+        batch.kv.insert(key.to_owned(), None);
+        Ok(Reply::KvDeleted { existed })
+    }
+
+    /// Removes expired keys and dedup entries older than the window, at
+    /// most `MAX_EXPIRE` of each per call. An index entry whose record was
+    /// since overwritten (new expiry, id reused after the window) only
+    /// removes itself.
+    fn expire(&mut self, batch: &mut ApplyBatch, now: u64, dedup_window: u64) -> Result<Reply, StoreError> {
+        let tree = self.store.tree();
+        let mut removed = 0;
+        for item in tree.scan_prefix(keys::KV_EXPIRY_PREFIX).take(MAX_EXPIRE) {
+            let (index_key, _) = item?;
+            let Some((at, key)) = keys::split_expiry(&index_key) else { continue };
+            if at > now {
+                break;
+            }
+            let key = String::from_utf8_lossy(key).into_owned();
+            if batch.kv_entry(tree, &key)?.is_some_and(|e| e.expires_at == Some(at)) {
+                batch.batch.remove(keys::kv(&key));
+                batch.kv.insert(key, None);
+                removed += 1;
+            }
+            batch.batch.remove(index_key);
+        }
+        for item in tree.scan_prefix(keys::DEDUP_EXPIRY_PREFIX).take(MAX_EXPIRE) {
+            let (index_key, _) = item?;
+            let Some((timestamp, rest)) = keys::split_expiry(&index_key) else { continue };
+            if timestamp.saturating_add(dedup_window) > now {
+                break;
+            }
+            let Some((room_id, id)) = rest.split_first_chunk::<8>() else { continue };
+            let key = keys::dedup(u64::from_be_bytes(*room_id), &String::from_utf8_lossy(id));
+            if batch.dedup_entry(tree, &key)?.is_some_and(|e| e.timestamp == timestamp) {
+                batch.batch.remove(key.clone());
+                batch.dedup.remove(&key);
+                removed += 1;
+            }
+            batch.batch.remove(index_key);
+        }
+        Ok(Reply::Expired { removed })
     }
 
     /// Applies the room's retention limits and persists its metadata.

@@ -58,6 +58,31 @@ pub struct StoredEvent {
     pub id: String,
 }
 
+/// A KV value as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    /// The value, as the client gave it.
+    pub value: String,
+    /// Unix milliseconds (cluster time) after which the key is gone.
+    pub expires_at: Option<u64>,
+}
+
+impl KvEntry {
+    /// Whether the key still exists at `now` (Unix ms).
+    pub fn is_live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// Where a publish with a client id landed, remembered for deduplication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupEntry {
+    /// Offset of the original event.
+    pub offset: u64,
+    /// Its timestamp (cluster time).
+    pub timestamp: u64,
+}
+
 /// One event read back, with its offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
@@ -152,6 +177,15 @@ impl Store {
             }
         }
         Ok(Page { events, next_offset })
+    }
+
+    /// The value of `key` if it exists and has not expired at `now` (Unix
+    /// ms, the reading node's clock: expired keys are hidden before the
+    /// leader's purge removes them).
+    pub fn kv_get(&self, key: &str, now: u64) -> Result<Option<String>, StoreError> {
+        let Some(bytes) = self.tree.get(keys::kv(key))? else { return Ok(None) };
+        let entry: KvEntry = codec::decode(&bytes)?;
+        Ok(entry.is_live(now).then_some(entry.value))
     }
 
     pub(crate) fn tree(&self) -> &sled::Tree {
