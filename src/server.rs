@@ -2,6 +2,7 @@
 //! shut down cleanly on SIGINT/SIGTERM.
 
 use crate::api;
+use crate::api::auth::Auth;
 use crate::node::{cluster, NodeConfig};
 
 /// Why the server stopped with an error.
@@ -20,14 +21,18 @@ pub enum ServeError {
     },
 }
 
-/// Runs a node until it is told to stop.
-pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
+/// Runs a node, with `auth` guarding its public API, until it is told to
+/// stop.
+pub async fn serve(config: NodeConfig, auth: Auth) -> Result<(), ServeError> {
     let addr = config.listen;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
     let node = cluster::open(config).await?;
     tracing::info!(id = node.id(), %addr, advertise = %node.config.advertise, "serving");
     tokio::spawn(cluster::bootstrap(node.clone()));
-    let app = api::router(node.clone());
+    if auth.is_open() {
+        tracing::warn!("no API keys configured: the API is open to anyone who can reach {addr}");
+    }
+    let app = api::router(node.clone(), auth);
     let hub = node.hub.clone();
     let stopping = async move {
         shutdown_signal().await;

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::input;
 use super::AppState;
@@ -20,8 +21,9 @@ use crate::node::cluster::{AdminError, ClusterStatus};
 use crate::raft::NodeId;
 
 /// `GET /admin/cluster`
-pub async fn status(State(app): State<AppState>) -> Json<ClusterStatus> {
-    Json(app.node.status())
+pub async fn status(caller: Caller, State(app): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
+    caller.require(Action::Admin, None)?;
+    Ok(Json(app.node.status()))
 }
 
 #[derive(Deserialize)]
@@ -34,9 +36,11 @@ struct InitBody {
 /// `POST /admin/cluster/init`: initialise with the given members, or with
 /// `--peers`, or as a one-node cluster.
 pub async fn init(
+    caller: Caller,
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Action::Admin, None)?;
     let body = body?;
     let parsed: InitBody =
         if body.iter().all(u8::is_ascii_whitespace) { InitBody { members: None } } else { input::json(&body)? };
@@ -68,39 +72,56 @@ struct VoterBody {
 /// `POST /admin/cluster/learners` `{"id","url"}`: returns once the learner
 /// has caught up.
 pub async fn add_learner(
+    caller: Caller,
+    headers: HeaderMap,
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    caller.require(Action::Admin, None)?;
     let body = body?;
     let learner: LearnerBody = input::json(&body)?;
     if !(learner.url.starts_with("http://") || learner.url.starts_with("https://")) {
         return Err(ApiError::bad_request("url must be an http:// or https:// base URL"));
     }
     match app.node.add_learner(learner.id, &learner.url).await {
-        Err(AdminError::NotLeader(leader)) => relay(&app, leader, Method::POST, "/admin/cluster/learners", body).await,
+        Err(AdminError::NotLeader(leader)) => {
+            relay(&app, leader, Method::POST, "/admin/cluster/learners", &headers, body).await
+        }
         other => Ok(Json(json!({ "added": learner.id, "log_index": other? })).into_response()),
     }
 }
 
 /// `POST /admin/cluster/voters` `{"id"}`: promotes a learner.
-pub async fn promote(State(app): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn promote(
+    caller: Caller,
+    headers: HeaderMap,
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Action::Admin, None)?;
     let body = body?;
     let voter: VoterBody = input::json(&body)?;
     match app.node.promote(voter.id).await {
-        Err(AdminError::NotLeader(leader)) => relay(&app, leader, Method::POST, "/admin/cluster/voters", body).await,
+        Err(AdminError::NotLeader(leader)) => {
+            relay(&app, leader, Method::POST, "/admin/cluster/voters", &headers, body).await
+        }
         other => Ok(Json(json!({ "promoted": voter.id, "log_index": other? })).into_response()),
     }
 }
 
 /// `DELETE /admin/cluster/members/{id}`
 pub async fn remove(
+    caller: Caller,
+    headers: HeaderMap,
     State(app): State<AppState>,
     path: Result<Path<NodeId>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    caller.require(Action::Admin, None)?;
     let Path(id) = path?;
     match app.node.remove(id).await {
         Err(AdminError::NotLeader(leader)) => {
-            relay(&app, leader, Method::DELETE, &format!("/admin/cluster/members/{id}"), Bytes::new()).await
+            let path = format!("/admin/cluster/members/{id}");
+            relay(&app, leader, Method::DELETE, &path, &headers, Bytes::new()).await
         }
         other => Ok(Json(json!({ "removed": id, "log_index": other? })).into_response()),
     }
@@ -114,15 +135,18 @@ async fn relay(
     leader: Option<(NodeId, String)>,
     method: Method,
     path: &str,
+    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Some((leader, url)) = leader.filter(|(id, _)| *id != app.node.id()) else {
         return Err(ApiError::unavailable("no leader elected; try again"));
     };
-    let response = app
-        .http
-        .request(method, format!("{url}{path}"))
-        .header("content-type", "application/json")
+    let mut request = app.http.request(method, format!("{url}{path}")).header("content-type", "application/json");
+    // The leader checks the same key.
+    if let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) {
+        request = request.header(axum::http::header::AUTHORIZATION, authorization.clone());
+    }
+    let response = request
         .body(body)
         .send()
         .await

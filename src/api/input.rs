@@ -31,6 +31,14 @@ pub fn room_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a subscriber id (Synap SDK paths): 1–255 characters.
+pub fn subscriber_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_NAME_LEN {
+        return Err(ApiError::bad_request(format!("subscriber id must be 1 to {MAX_NAME_LEN} characters")));
+    }
+    Ok(())
+}
+
 fn event_type(name: &str) -> Result<(), ApiError> {
     if name.is_empty() {
         return Err(ApiError::bad_request("event type is empty"));

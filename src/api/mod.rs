@@ -2,10 +2,14 @@
 //! administration, and the internal Raft transport, on one axum router.
 
 mod admin;
+pub mod auth;
+mod command;
 pub mod error;
 pub mod event_json;
 pub mod input;
 mod internal;
+mod kv;
+mod metrics;
 pub mod stream;
 mod subscribe;
 
@@ -21,6 +25,8 @@ use serde_json::json;
 
 pub use internal::constant_time_eq;
 
+use self::auth::Auth;
+
 use crate::node::Node;
 
 /// Largest body on the internal routes (snapshot chunks, big appends).
@@ -31,14 +37,16 @@ const INTERNAL_BODY_LIMIT: usize = 256 * 1024 * 1024;
 pub struct AppState {
     /// This node.
     pub node: Arc<Node>,
+    /// The API keys.
+    pub auth: Arc<Auth>,
     /// Client for relaying admin requests to the leader.
     pub http: reqwest::Client,
 }
 
-/// The whole router of a node.
-pub fn router(node: Arc<Node>) -> Router {
+/// The whole router of a node, with `auth` guarding the public API.
+pub fn router(node: Arc<Node>, auth: Auth) -> Router {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap_or_default();
-    let state = AppState { node: node.clone(), http };
+    let state = AppState { node: node.clone(), auth: Arc::new(auth), http };
     // Bodies are read whole and then checked, so that an oversized event
     // gets a JSON error naming the limit rather than a bare 413.
     let public_limit = node.config.max_event_bytes.saturating_mul(MAX_BATCH_FACTOR).max(16 * 1024 * 1024);
@@ -64,6 +72,13 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/stream/{room}/ws", get(subscribe::ws))
         .route("/stream/{room}/ws/{subscriber_id}", get(subscribe::ws_subscriber))
         .route("/stream/{room}/sse", get(subscribe::sse))
+        .route("/stream/{room}/consume/{subscriber_id}", get(stream::consume))
+        .route("/api/v1/command", post(command::command))
+        .route("/kv/set", post(kv::set_route))
+        .route("/kv/get/{key}", get(kv::get_route))
+        .route("/kv/exists/{key}", get(kv::exists_route))
+        .route("/kv/del/{key}", delete(kv::delete_route))
+        .route("/metrics", get(metrics::metrics))
         .route("/admin/cluster", get(admin::status))
         .route("/admin/cluster/init", post(admin::init))
         .route("/admin/cluster/learners", post(admin::add_learner))

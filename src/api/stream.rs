@@ -1,5 +1,6 @@
 //! The room surface: publish, batch publish, history, room lifecycle and
-//! statistics (DESIGN §4).
+//! statistics (DESIGN §4). The operations are plain functions so that the
+//! REST handlers here and the command endpoint (`api::command`) share them.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -10,15 +11,17 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::event_json::write_event;
 use super::input::{self, BatchBody, EventBody, RoomConfigBody};
 use super::AppState;
-use crate::command::{Published, Reply, Request, RoomInfo};
+use crate::command::{NewEvent, Published, Reply, Request, RoomConfig, RoomInfo};
 use crate::filter::TypeFilter;
+use crate::store::{Page, RoomMeta};
 
 /// Default page size of history reads.
-const DEFAULT_LIMIT: usize = 100;
+pub const DEFAULT_LIMIT: usize = 100;
 
 fn room_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(room) = path?;
@@ -56,8 +59,8 @@ pub struct RoomStats {
     pub subscribers: usize,
 }
 
-impl From<RoomInfo> for RoomStats {
-    fn from(info: RoomInfo) -> Self {
+impl RoomStats {
+    fn new(info: RoomInfo, subscribers: usize) -> Self {
         Self {
             room: info.name,
             generation: info.generation,
@@ -70,12 +73,13 @@ impl From<RoomInfo> for RoomStats {
             last_event_at: info.last_event_at,
             published_total: info.published_total,
             bytes_total: info.bytes_total,
-            subscribers: 0,
+            subscribers,
         }
     }
 }
 
-async fn publish_events(app: &AppState, events: Vec<crate::command::NewEvent>) -> Result<Vec<Published>, ApiError> {
+/// Publishes validated events (all or none).
+pub async fn publish_events(app: &AppState, events: Vec<NewEvent>) -> Result<Vec<Published>, ApiError> {
     let request = Request::Publish { events, create_missing: app.node.config.auto_create_rooms };
     match app.node.write(request).await? {
         Reply::Published(published) => Ok(published),
@@ -84,37 +88,107 @@ async fn publish_events(app: &AppState, events: Vec<crate::command::NewEvent>) -
     }
 }
 
+/// Publishes one event from its JSON body.
+pub async fn publish_one(app: &AppState, room: &str, body: &[u8]) -> Result<Published, ApiError> {
+    let event: EventBody = input::json(body)?;
+    let event = event.into_new_event(room, app.node.config.max_event_bytes)?;
+    let published = publish_events(app, vec![event]).await?;
+    published.into_iter().next().ok_or_else(|| ApiError::internal("publish answered no offset"))
+}
+
+/// The answer to a single publish.
+pub fn published_json(p: &Published) -> serde_json::Value {
+    json!({ "offset": p.offset, "room": p.room, "timestamp": p.timestamp, "duplicate": p.duplicate })
+}
+
 /// `POST /stream/{room}/publish`
 pub async fn publish(
+    caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let room = room_path(path)?;
-    let body = body?;
-    let event: EventBody = input::json(&body)?;
-    let event = event.into_new_event(&room, app.node.config.max_event_bytes)?;
-    let published = publish_events(&app, vec![event]).await?;
-    let Some(p) = published.into_iter().next() else {
-        return Err(ApiError::internal("publish answered no offset"));
-    };
-    Ok(Json(json!({ "offset": p.offset, "room": p.room, "timestamp": p.timestamp, "duplicate": p.duplicate })))
+    caller.require(Action::Publish, Some(&room))?;
+    let published = publish_one(&app, &room, &body?).await?;
+    Ok(Json(published_json(&published)))
 }
 
 /// `POST /stream/{room}/batch`
 pub async fn batch(
+    caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let room = room_path(path)?;
+    caller.require(Action::Publish, Some(&room))?;
     let body = body?;
     let batch: BatchBody = input::json(&body)?;
     let events = batch.into_new_events(&room, app.node.config.max_event_bytes)?;
     let published = publish_events(&app, events).await?;
     let offsets: Vec<u64> = published.iter().map(|p| p.offset).collect();
+    let duplicates: Vec<bool> = published.iter().map(|p| p.duplicate).collect();
     let timestamp = published.first().map_or(0, |p| p.timestamp);
-    Ok(Json(json!({ "room": room, "offsets": offsets, "timestamp": timestamp })))
+    Ok(Json(json!({ "room": room, "offsets": offsets, "duplicates": duplicates, "timestamp": timestamp })))
+}
+
+/// What a page read is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// First offset; negative counts back from the end.
+    pub from_offset: i64,
+    /// Most events (default 100, clamped to the server maximum).
+    pub limit: Option<usize>,
+    /// Event-type filter.
+    pub types: Option<String>,
+    /// `local` (default) or `strong`.
+    pub consistency: Option<String>,
+}
+
+/// Reads one page of `room` (404 if it does not exist).
+pub async fn read_page(app: &AppState, room: &str, request: &PageRequest) -> Result<(RoomMeta, Page), ApiError> {
+    let filter =
+        TypeFilter::parse(request.types.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    match request.consistency.as_deref() {
+        None | Some("local") => {}
+        Some("strong") => app.node.read_barrier().await?,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("consistency must be 'local' or 'strong', not '{other}'")));
+        }
+    }
+    let meta =
+        app.node.store.room(room)?.ok_or_else(|| ApiError::not_found(format!("room '{room}' does not exist")))?;
+    let next = meta.info.next_offset;
+    let from = match request.from_offset {
+        back if back < 0 => next.saturating_sub(back.unsigned_abs()),
+        from => from as u64,
+    };
+    let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
+    let page = app.node.store.read(&meta, from, next, limit, |t| filter.matches(t))?;
+    Ok((meta, page))
+}
+
+/// Renders a page as `{"events","next_offset","min_offset","max_offset"}`
+/// JSON text (events with their payload bytes as stored).
+pub fn page_json(room: &str, meta: &RoomMeta, page: &Page) -> String {
+    let info = &meta.info;
+    let mut body = String::with_capacity(128 + page.events.len() * 256);
+    body.push_str("{\"events\":[");
+    for (i, record) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        write_event(&mut body, room, record);
+    }
+    let max_offset = info.next_offset.checked_sub(1).filter(|_| info.next_offset > info.min_offset);
+    body.push_str(&format!(
+        "],\"next_offset\":{},\"min_offset\":{},\"max_offset\":{}}}",
+        page.next_offset,
+        info.min_offset,
+        max_offset.map_or("null".to_owned(), |m| m.to_string())
+    ));
+    body
 }
 
 /// Query of `GET /stream/{room}/history`.
@@ -125,56 +199,81 @@ pub struct HistoryQuery {
     limit: Option<usize>,
     types: Option<String>,
     consistency: Option<String>,
+    /// Read by the `Caller` extractor.
+    #[serde(rename = "api_key")]
+    _api_key: Option<String>,
 }
 
 /// `GET /stream/{room}/history`
 pub async fn history(
+    caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let room = room_path(path)?;
+    caller.require(Action::Subscribe, Some(&room))?;
     let Query(query) = query?;
-    let filter =
-        TypeFilter::parse(query.types.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    match query.consistency.as_deref() {
-        None | Some("local") => {}
-        Some("strong") => app.node.read_barrier().await?,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!("consistency must be 'local' or 'strong', not '{other}'")));
-        }
-    }
-    let meta =
-        app.node.store.room(&room)?.ok_or_else(|| ApiError::not_found(format!("room '{room}' does not exist")))?;
-    let info = &meta.info;
-    let from = match query.from_offset.unwrap_or(0) {
-        back if back < 0 => info.next_offset.saturating_sub(back.unsigned_abs()),
-        from => from as u64,
+    let request = PageRequest {
+        from_offset: query.from_offset.unwrap_or(0),
+        limit: query.limit,
+        types: query.types,
+        consistency: query.consistency,
     };
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    let page = app.node.store.read(&meta, from, info.next_offset, limit, |t| filter.matches(t))?;
+    let (meta, page) = read_page(&app, &room, &request).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], page_json(&room, &meta, &page)).into_response())
+}
 
-    let mut body = String::with_capacity(128 + page.events.len() * 256);
+/// Query of `GET /stream/{room}/consume/{subscriber_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumeQuery {
+    from_offset: Option<i64>,
+    limit: Option<usize>,
+    #[serde(rename = "api_key")]
+    _api_key: Option<String>,
+}
+
+/// `GET /stream/{room}/consume/{subscriber_id}`: a page of events as
+/// `{"events","next_offset"}` (the Synap SDKs' polling read).
+pub async fn consume(
+    caller: Caller,
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<ConsumeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path((room, subscriber_id)) = path?;
+    input::room_name(&room)?;
+    input::subscriber_id(&subscriber_id)?;
+    caller.require(Action::Subscribe, Some(&room))?;
+    let Query(query) = query?;
+    let request = PageRequest { from_offset: query.from_offset.unwrap_or(0), limit: query.limit, ..Default::default() };
+    let (meta, page) = read_page(&app, &room, &request).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], consume_json(&room, &meta, &page)).into_response())
+}
+
+/// Renders a page as `{"events","next_offset"}`.
+pub fn consume_json(room: &str, meta: &RoomMeta, page: &Page) -> String {
+    let mut body = String::with_capacity(64 + page.events.len() * 256);
     body.push_str("{\"events\":[");
     for (i, record) in page.events.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
-        write_event(&mut body, &room, record);
+        write_event(&mut body, room, record);
     }
-    let max_offset = info.next_offset.checked_sub(1).filter(|_| info.next_offset > info.min_offset);
-    body.push_str(&format!(
-        "],\"next_offset\":{},\"min_offset\":{},\"max_offset\":{}}}",
-        page.next_offset,
-        info.min_offset,
-        max_offset.map_or("null".to_owned(), |m| m.to_string())
-    ));
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+    body.push_str(&format!("],\"next_offset\":{},\"min_offset\":{}}}", page.next_offset, meta.info.min_offset));
+    body
 }
 
-async fn create(app: &AppState, room: String, body: &[u8], if_absent: bool) -> Result<(bool, RoomInfo), ApiError> {
-    let config = RoomConfigBody::parse(body)?;
-    match app.node.write(Request::CreateRoom { room, config, if_absent }).await? {
+/// Creates `room` (or gets it, with `if_absent`).
+pub async fn create(
+    app: &AppState,
+    room: &str,
+    config: RoomConfig,
+    if_absent: bool,
+) -> Result<(bool, RoomInfo), ApiError> {
+    match app.node.write(Request::CreateRoom { room: room.to_owned(), config, if_absent }).await? {
         Reply::Room { created, info } => Ok((created, info)),
         Reply::Rejected(rejection) => Err(rejection.into()),
         other => Err(ApiError::internal(format!("unexpected reply to create: {other:?}"))),
@@ -183,55 +282,91 @@ async fn create(app: &AppState, room: String, body: &[u8], if_absent: bool) -> R
 
 /// `POST /stream/{room}`: create, 409 if it exists.
 pub async fn create_room(
+    caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let room = room_path(path)?;
-    let (_, info) = create(&app, room, &body?, false).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "created": true, "stats": RoomStats::from(info) }))).into_response())
+    caller.require(Action::Publish, Some(&room))?;
+    let config = RoomConfigBody::parse(&body?)?;
+    let (_, info) = create(&app, &room, config, false).await?;
+    let stats = RoomStats::new(info, 0);
+    Ok((StatusCode::CREATED, Json(json!({ "created": true, "stats": stats }))).into_response())
 }
 
 /// `PUT /stream/{room}`: get or create.
 pub async fn get_or_create_room(
+    caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let room = room_path(path)?;
-    let (created, info) = create(&app, room, &body?, true).await?;
+    caller.require(Action::Publish, Some(&room))?;
+    let config = RoomConfigBody::parse(&body?)?;
+    let (created, info) = create(&app, &room, config, true).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "created": created, "stats": RoomStats::from(info) }))).into_response())
+    let stats = RoomStats::new(info, app.node.hub.subscribers_of(&room));
+    Ok((status, Json(json!({ "created": created, "stats": stats }))).into_response())
 }
 
-/// `DELETE /stream/{room}`
-pub async fn delete_room(
-    State(app): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let room = room_path(path)?;
-    match app.node.write(Request::DeleteRoom { room: room.clone() }).await? {
-        Reply::Deleted => Ok(Json(json!({ "deleted": true, "room": room }))),
+/// Deletes `room` and its events.
+pub async fn delete(app: &AppState, room: &str) -> Result<(), ApiError> {
+    match app.node.write(Request::DeleteRoom { room: room.to_owned() }).await? {
+        Reply::Deleted => Ok(()),
         Reply::Rejected(rejection) => Err(rejection.into()),
         other => Err(ApiError::internal(format!("unexpected reply to delete: {other:?}"))),
     }
 }
 
+/// `DELETE /stream/{room}`
+pub async fn delete_room(
+    caller: Caller,
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let room = room_path(path)?;
+    caller.require(Action::Admin, Some(&room))?;
+    delete(&app, &room).await?;
+    Ok(Json(json!({ "deleted": true, "room": room })))
+}
+
+/// Statistics of `room` (404 if it does not exist).
+pub fn room_stats(app: &AppState, room: &str) -> Result<RoomStats, ApiError> {
+    let meta =
+        app.node.store.room(room)?.ok_or_else(|| ApiError::not_found(format!("room '{room}' does not exist")))?;
+    Ok(RoomStats::new(meta.info, app.node.hub.subscribers_of(room)))
+}
+
 /// `GET /stream/{room}/stats`
 pub async fn stats(
+    caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RoomStats>, ApiError> {
     let room = room_path(path)?;
-    let meta =
-        app.node.store.room(&room)?.ok_or_else(|| ApiError::not_found(format!("room '{room}' does not exist")))?;
-    let mut stats = RoomStats::from(meta.info);
-    stats.subscribers = app.node.hub.subscribers_of(&room);
-    Ok(Json(stats))
+    caller.require(Action::Subscribe, Some(&room))?;
+    Ok(Json(room_stats(&app, &room)?))
 }
 
-/// `GET /stream/list`
-pub async fn list(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let rooms: Vec<String> = app.node.store.rooms()?.into_iter().map(|r| r.name).collect();
+/// The rooms `caller` may read, by name.
+pub fn visible_rooms(app: &AppState, caller: &Caller) -> Result<Vec<String>, ApiError> {
+    Ok(app
+        .node
+        .store
+        .rooms()?
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|name| caller.may(Action::Subscribe, Some(name)))
+        .collect())
+}
+
+/// `GET /stream/list`: the rooms the caller may read.
+pub async fn list(caller: Caller, State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if !caller.may(Action::Subscribe, None) {
+        caller.require(Action::Subscribe, None)?;
+    }
+    let rooms = visible_rooms(&app, &caller)?;
     Ok(Json(json!({ "count": rooms.len(), "rooms": rooms })))
 }

@@ -19,6 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::event_json::write_event_fields;
 use super::input;
@@ -37,6 +38,9 @@ pub struct StreamQuery {
     from_offset: Option<i64>,
     types: Option<String>,
     replay: Option<bool>,
+    /// Read by the `Caller` extractor.
+    #[serde(rename = "api_key")]
+    _api_key: Option<String>,
 }
 
 impl From<SubscribeError> for ApiError {
@@ -57,6 +61,7 @@ impl From<WebSocketUpgradeRejection> for ApiError {
 /// Validates the room, query and start position, and opens the
 /// subscription (so a full node answers 503 before any upgrade).
 fn open(
+    caller: &Caller,
     app: &AppState,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<StreamQuery>, QueryRejection>,
@@ -64,6 +69,7 @@ fn open(
 ) -> Result<Subscription, ApiError> {
     let Path(room) = path?;
     input::room_name(&room)?;
+    caller.require(Action::Subscribe, Some(&room))?;
     let Query(query) = query?;
     let filter =
         TypeFilter::parse(query.types.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -87,12 +93,13 @@ fn render(room: &str, event: &LiveEvent) -> String {
 
 /// `GET /stream/{room}/ws`
 pub async fn ws(
+    caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<StreamQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let subscription = open(&app, path, query, None)?;
+    let subscription = open(&caller, &app, path, query, None)?;
     let upgrade = upgrade?;
     let timeout = app.node.config.subscriber_send_timeout;
     Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, subscription, None, timeout)))
@@ -100,16 +107,15 @@ pub async fn ws(
 
 /// `GET /stream/{room}/ws/{subscriber_id}` (Synap SDK form)
 pub async fn ws_subscriber(
+    caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<StreamQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Path((room, subscriber_id)) = path?;
-    if subscriber_id.is_empty() || subscriber_id.len() > input::MAX_NAME_LEN {
-        return Err(ApiError::bad_request(format!("subscriber id must be 1 to {} characters", input::MAX_NAME_LEN)));
-    }
-    let subscription = open(&app, Ok(Path(room)), query, None)?;
+    input::subscriber_id(&subscriber_id)?;
+    let subscription = open(&caller, &app, Ok(Path(room)), query, None)?;
     let upgrade = upgrade?;
     let timeout = app.node.config.subscriber_send_timeout;
     Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, subscription, Some(subscriber_id), timeout)))
@@ -212,6 +218,7 @@ fn gap_notice(requested: u64, earliest: u64, ws: bool) -> String {
 
 /// `GET /stream/{room}/sse`
 pub async fn sse(
+    caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<StreamQuery>, QueryRejection>,
@@ -227,7 +234,7 @@ pub async fn sse(
                 })?)
             }
         };
-    let subscription = open(&app, path, query, resume_after)?;
+    let subscription = open(&caller, &app, path, query, resume_after)?;
     let room = subscription.room().to_owned();
     let state = SseState { subscription, room, pending: std::collections::VecDeque::new(), done: false };
     let stream = futures_util::stream::unfold(state, |mut state| async move {

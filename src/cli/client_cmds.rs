@@ -12,11 +12,14 @@ pub struct ClientArgs {
     /// Base URL of any node.
     #[arg(long, global = true, env = "SYNAP_URL", default_value = "http://127.0.0.1:15500")]
     url: String,
+    /// API key, sent as a bearer token.
+    #[arg(long, global = true, env = "SYNAP_API_KEY")]
+    api_key: Option<String>,
 }
 
 impl ClientArgs {
     fn client(&self) -> Client {
-        Client::new(&self.url)
+        Client::new(&self.url).with_api_key(self.api_key.clone())
     }
 }
 
@@ -52,6 +55,9 @@ pub struct TailArgs {
     /// one when a node goes away.
     #[arg(long, env = "SYNAP_URL", default_value = "http://127.0.0.1:15500", value_delimiter = ',')]
     url: Vec<String>,
+    /// API key, sent as a bearer token.
+    #[arg(long, env = "SYNAP_API_KEY")]
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +165,7 @@ pub async fn tail(args: TailArgs) -> Result<(), String> {
         Some(back) if back < 0 => From::FromEnd(back.unsigned_abs()),
         Some(offset) => From::Offset(offset as u64),
     };
-    let client = Client::cluster(&args.url);
+    let client = Client::cluster(&args.url).with_api_key(args.api_key);
     let options = SubscribeOptions { types: args.types };
     let mut stdout = std::io::stdout().lock();
     client
@@ -210,7 +216,7 @@ pub async fn cluster(args: ClusterArgs) -> Result<(), String> {
 
 pub async fn health(args: HealthArgs) -> Result<(), String> {
     let client = match &args.target {
-        Some(url) => Client::new(url),
+        Some(url) => Client::new(url).with_api_key(args.client.api_key.clone()),
         None => args.client.client(),
     };
     client.ready().await.map_err(|e| format!("{} is not ready: {e}", client.base_url()))?;

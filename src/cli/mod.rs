@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::api::auth::Auth;
 use crate::node::NodeConfig;
 use crate::raft::NodeId;
 
@@ -65,6 +66,13 @@ pub struct ServeArgs {
     /// Join a running cluster through this member's URL.
     #[arg(long, env = "SYNAP_JOIN", conflicts_with = "peers")]
     join: Option<String>,
+    /// API key with full access (repeatable; SYNAP_API_KEY may hold a
+    /// comma-separated list). No keys: the API is open.
+    #[arg(long = "api-key", env = "SYNAP_API_KEY", value_delimiter = ',')]
+    api_keys: Vec<String>,
+    /// TOML file of API keys with permissions and room patterns.
+    #[arg(long, env = "SYNAP_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
     /// Shared secret required on internal (/raft) requests.
     #[arg(long, env = "SYNAP_CLUSTER_SECRET")]
     cluster_secret: Option<String>,
@@ -134,6 +142,7 @@ impl ServeArgs {
             data_dir: self.data_dir,
             peers,
             join: self.join,
+            join_api_key: None,
             cluster_secret: self.cluster_secret.filter(|s| !s.is_empty()),
             write_timeout: Duration::from_millis(self.write_timeout_ms.max(1)),
             max_event_bytes: self.max_event_bytes,
@@ -172,6 +181,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYNAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("synap=info,openraft=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let config = args.into_config().map_err(|e| e.to_string())?;
-    crate::server::serve(config).await.map_err(|e| e.to_string())
+    let auth = Auth::load(&args.api_keys, args.auth_file.as_deref()).map_err(|e| e.to_string())?;
+    let mut config = args.into_config().map_err(|e| e.to_string())?;
+    config.join_api_key = auth.admin_key();
+    crate::server::serve(config, auth).await.map_err(|e| e.to_string())
 }

@@ -97,6 +97,7 @@ pub struct HistoryPage {
 pub struct Client {
     base: String,
     nodes: Vec<String>,
+    api_key: Option<String>,
     http: reqwest::Client,
 }
 
@@ -115,7 +116,13 @@ impl Client {
         }
         let http =
             reqwest::Client::builder().timeout(Duration::from_secs(30)).tcp_nodelay(true).build().unwrap_or_default();
-        Self { base: nodes[0].clone(), nodes, http }
+        Self { base: nodes[0].clone(), nodes, api_key: None, http }
+    }
+
+    /// Sends `key` as a bearer token on every request.
+    pub fn with_api_key(mut self, key: Option<String>) -> Self {
+        self.api_key = key.filter(|k| !k.is_empty());
+        self
     }
 
     /// The node's base URL.
@@ -124,6 +131,10 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
+        let request = match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        };
         let response =
             request.send().await.map_err(|e| ClientError::Transport { url: url.to_owned(), reason: e.to_string() })?;
         let status = response.status();

@@ -41,6 +41,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, String>,
     /// A member of a running cluster to join through.
     pub join: Option<String>,
+    /// API key sent with the join requests, when the cluster has keys.
+    pub join_api_key: Option<String>,
     /// Shared secret required on `/raft/*` routes.
     pub cluster_secret: Option<String>,
     /// How long a write may wait for a leader and a commit.

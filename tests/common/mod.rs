@@ -329,12 +329,21 @@ pub fn check_acks(acks: &[Ack], histories: &BTreeMap<String, BTreeMap<u64, Vec<E
     }
 }
 
+/// An acknowledged publish of a [`Load`], with when it was sent and when
+/// its acknowledgement arrived.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub sent: Instant,
+    pub done: Instant,
+    pub ack: Ack,
+}
+
 /// Background publishers: each task publishes to `rooms` through `urls`
 /// in turn until stopped, recording every acknowledgement and failure.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub acks: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Ack)>>>,
+    pub acks: std::sync::Arc<std::sync::Mutex<Vec<Acked>>>,
     pub failures: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
 }
 
@@ -355,11 +364,13 @@ impl Load {
                     let room = &rooms[(p + seq) % rooms.len()];
                     let id = format!("p{p}-{seq}");
                     let data = serde_json::json!({ "publisher": p, "seq": seq });
+                    let sent = Instant::now();
                     match client.publish(room, "load.tick", &data, None, Some(&id)).await {
-                        Ok(r) => acks
-                            .lock()
-                            .unwrap()
-                            .push((Instant::now(), Ack { room: room.clone(), offset: r.offset, id, data })),
+                        Ok(r) => acks.lock().unwrap().push(Acked {
+                            sent,
+                            done: Instant::now(),
+                            ack: Ack { room: room.clone(), offset: r.offset, id, data },
+                        }),
                         Err(e) => {
                             failures.lock().unwrap().push((Instant::now(), e.to_string()));
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -387,7 +398,7 @@ impl Load {
     }
 
     /// Stops the publishers and returns every acknowledgement.
-    pub async fn stop(self) -> Vec<(Instant, Ack)> {
+    pub async fn stop(self) -> Vec<Acked> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for task in self.tasks {
             task.await.expect("publisher task");

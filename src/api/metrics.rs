@@ -1,0 +1,44 @@
+//! `GET /metrics`: Prometheus text exposition of the node's state, read at
+//! scrape time.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::auth::{Action, Caller};
+use super::error::ApiError;
+use super::AppState;
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+/// `GET /metrics`
+pub async fn metrics(caller: Caller, State(app): State<AppState>) -> Result<Response, ApiError> {
+    caller.require(Action::Admin, None)?;
+    let node = &app.node;
+    let status = node.status();
+    let rooms = node.store.rooms()?;
+    let mut registry = Registry::with_prefix("synap");
+    gauge(&mut registry, "node_id", "This node's id", status.id as i64);
+    gauge(&mut registry, "raft_term", "Current Raft term", status.term as i64);
+    gauge(&mut registry, "raft_is_leader", "1 if this node is the leader", i64::from(status.leader == Some(status.id)));
+    gauge(&mut registry, "raft_last_log_index", "Last log index", status.last_log_index.unwrap_or(0) as i64);
+    gauge(&mut registry, "raft_last_applied_index", "Last applied log index", status.last_applied.unwrap_or(0) as i64);
+    gauge(&mut registry, "raft_members", "Cluster members (voters and learners)", status.members.len() as i64);
+    gauge(&mut registry, "ready", "1 if the node has a leader and is caught up", i64::from(node.is_ready()));
+    gauge(&mut registry, "rooms", "Rooms", rooms.len() as i64);
+    let events: u64 = rooms.iter().map(|r| r.next_offset - r.min_offset).sum();
+    gauge(&mut registry, "events_retained", "Events retained over all rooms", events as i64);
+    let published: u64 = rooms.iter().map(|r| r.published_total).sum();
+    gauge(&mut registry, "events_published", "Events ever published over all rooms", published as i64);
+    gauge(&mut registry, "subscribers", "Live subscribers on this node", node.hub.subscribers() as i64);
+    let mut text = String::new();
+    encode(&mut text, &registry).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
+}
