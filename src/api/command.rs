@@ -173,7 +173,8 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
             let stats = stream::room_stats(app, &p.room)?;
             // Our fields, plus the names the SDKs' stats types read.
             let mut value = serde_json::to_value(&stats).map_err(|e| ApiError::internal(e.to_string()))?;
-            value["name"] = json!(stats.room);
+            // (`room` doubles as the Rust SDK's `name`: it reads either, and
+            // refuses both at once.)
             value["message_count"] = json!(stats.event_count);
             value["max_offset"] = json!(stats.next_offset.saturating_sub(1));
             value["total_published"] = json!(stats.published_total);
