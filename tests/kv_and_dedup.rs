@@ -28,6 +28,9 @@ async fn a_key_with_a_ttl_disappears_from_every_node() {
     command(&urls[1], "kv.set", json!({ "key": "forever", "value": { "n": 1 } })).await;
     // Written through node 2 and read back there at once (read-your-writes).
     assert_eq!(command(&urls[1], "kv.get", json!({ "key": "forever" })).await, json!("{\"n\":1}"));
+    // A strong read on another node sees it at once too (read index).
+    let strong = command(&urls[2], "kv.get", json!({ "key": "forever", "consistency": "strong" })).await;
+    assert_eq!(strong, json!("{\"n\":1}"));
     for url in &urls {
         let gone = || async {
             let value = command(url, "kv.get", json!({ "key": "session:1" })).await;

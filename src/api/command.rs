@@ -120,6 +120,8 @@ struct ReadPayload {
 #[derive(Deserialize)]
 struct KeyPayload {
     key: String,
+    #[serde(default)]
+    consistency: Option<String>,
 }
 
 fn room_config(p: &RoomPayload) -> Result<crate::command::RoomConfig, ApiError> {
@@ -203,12 +205,12 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
             caller.require(Action::Subscribe, None)?;
             let p: KeyPayload = payload(command, body)?;
             // The bare value (or null): what both SDKs decode.
-            Ok(kv::get(app, &p.key)?.map_or(Value::Null, Value::String))
+            Ok(kv::get(app, &p.key, p.consistency.as_deref()).await?.map_or(Value::Null, Value::String))
         }
         "kv.exists" => {
             caller.require(Action::Subscribe, None)?;
             let p: KeyPayload = payload(command, body)?;
-            Ok(json!({ "exists": kv::get(app, &p.key)?.is_some() }))
+            Ok(json!({ "exists": kv::get(app, &p.key, p.consistency.as_deref()).await?.is_some() }))
         }
         "kv.del" | "kv.delete" => {
             caller.require(Action::Publish, None)?;

@@ -7,8 +7,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -76,10 +76,22 @@ pub async fn set(app: &AppState, body: SetBody) -> Result<bool, ApiError> {
     }
 }
 
-/// The live value of `key` on this node.
-pub fn get(app: &AppState, key: &str) -> Result<Option<String>, ApiError> {
+/// The live value of `key` on this node, after a read barrier if
+/// `consistency` is `strong`.
+pub async fn get(app: &AppState, key: &str, consistency: Option<&str>) -> Result<Option<String>, ApiError> {
     check_key(key)?;
+    super::stream::read_point(app, consistency).await?;
     Ok(app.node.store.kv_get(key, now_ms())?)
+}
+
+/// Query of the KV reads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    consistency: Option<String>,
+    /// Read by the `Caller` extractor.
+    #[serde(rename = "api_key")]
+    _api_key: Option<String>,
 }
 
 /// Deletes `key`; answers whether a live key was removed.
@@ -109,10 +121,12 @@ pub async fn get_route(
     caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Subscribe, None)?;
     let Path(key) = path?;
-    match get(&app, &key)? {
+    let Query(query) = query?;
+    match get(&app, &key, query.consistency.as_deref()).await? {
         Some(value) => Ok(Json(json!({ "key": key, "value": value }))),
         None => Err(ApiError::not_found(format!("key '{key}' does not exist"))),
     }
@@ -123,10 +137,12 @@ pub async fn exists_route(
     caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Subscribe, None)?;
     let Path(key) = path?;
-    let exists = get(&app, &key)?.is_some();
+    let Query(query) = query?;
+    let exists = get(&app, &key, query.consistency.as_deref()).await?.is_some();
     Ok(Json(json!({ "key": key, "exists": exists })))
 }
 

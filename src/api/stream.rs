@@ -146,17 +146,22 @@ pub struct PageRequest {
     pub consistency: Option<String>,
 }
 
+/// Honours a read's `consistency`: `local` (default) reads what this node
+/// has applied; `strong` first waits until it has applied everything the
+/// leader had committed when the read arrived (a linearizable read).
+pub async fn read_point(app: &AppState, consistency: Option<&str>) -> Result<(), ApiError> {
+    match consistency {
+        None | Some("local") => Ok(()),
+        Some("strong") => Ok(app.node.read_barrier().await?),
+        Some(other) => Err(ApiError::bad_request(format!("consistency must be 'local' or 'strong', not '{other}'"))),
+    }
+}
+
 /// Reads one page of `room` (404 if it does not exist).
 pub async fn read_page(app: &AppState, room: &str, request: &PageRequest) -> Result<(RoomMeta, Page), ApiError> {
     let filter =
         TypeFilter::parse(request.types.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    match request.consistency.as_deref() {
-        None | Some("local") => {}
-        Some("strong") => app.node.read_barrier().await?,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!("consistency must be 'local' or 'strong', not '{other}'")));
-        }
-    }
+    read_point(app, request.consistency.as_deref()).await?;
     let meta =
         app.node.store.room(room)?.ok_or_else(|| ApiError::not_found(format!("room '{room}' does not exist")))?;
     let next = meta.info.next_offset;
@@ -287,12 +292,7 @@ pub async fn create_room(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let room = room_path(path)?;
-    caller.require(Action::Publish, Some(&room))?;
-    let config = RoomConfigBody::parse(&body?)?;
-    let (_, info) = create(&app, &room, config, false).await?;
-    let stats = RoomStats::new(info, 0);
-    Ok((StatusCode::CREATED, Json(json!({ "created": true, "stats": stats }))).into_response())
+    create_route(caller, &app, path, body, false).await
 }
 
 /// `PUT /stream/{room}`: get or create.
@@ -302,10 +302,20 @@ pub async fn get_or_create_room(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    create_route(caller, &app, path, body, true).await
+}
+
+async fn create_route(
+    caller: Caller,
+    app: &AppState,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+    if_absent: bool,
+) -> Result<Response, ApiError> {
     let room = room_path(path)?;
     caller.require(Action::Publish, Some(&room))?;
     let config = RoomConfigBody::parse(&body?)?;
-    let (created, info) = create(&app, &room, config, true).await?;
+    let (created, info) = create(app, &room, config, if_absent).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let stats = RoomStats::new(info, app.node.hub.subscribers_of(&room));
     Ok((status, Json(json!({ "created": created, "stats": stats }))).into_response())
