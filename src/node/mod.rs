@@ -130,7 +130,7 @@ impl Node {
                         Err(_) => return Err(WriteError::Unknown("not committed within the write timeout".into())),
                     }
                 }
-                Some((leader, url)) => match self.forwarder.forward(&url, &request, remaining).await {
+                Some((leader, url)) => match self.forward_while_leading(leader, &url, &request, remaining).await {
                     Ok(ForwardReply::Committed { reply, log_index }) => {
                         return self.wait_applied(log_index, deadline).await.map(|()| reply);
                     }
@@ -148,6 +148,27 @@ impl Node {
             // leader changes no metric until the election.
             let pause = remaining.min(Duration::from_millis(50));
             let _ = tokio::time::timeout(pause, metrics.changed()).await;
+        }
+    }
+
+    /// Forwards `request` to `leader`, but gives up as soon as this node
+    /// learns of another leader: a leader that was replaced (paused, cut
+    /// off) may hold the request until the deadline, and its outcome is
+    /// unknown either way, so the client hears so now rather than later.
+    async fn forward_while_leading(
+        &self,
+        leader: NodeId,
+        url: &str,
+        request: &Request,
+        remaining: Duration,
+    ) -> Result<ForwardReply, ForwardError> {
+        let mut metrics = self.raft.metrics();
+        let replaced = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != leader));
+        tokio::select! {
+            reply = self.forwarder.forward(url, request, remaining) => reply,
+            _ = replaced => Err(ForwardError::Unknown(format!(
+                "node {leader} stopped leading while it held the request"
+            ))),
         }
     }
 
