@@ -268,7 +268,7 @@ async fn internal_routes_require_the_cluster_secret() {
     // A forged forward (a valid bincode publish) without or with a wrong
     // secret is refused and appends nothing.
     let forged = synap::codec::encode(&synap::node::forward::ForwardRequest {
-        request: synap::command::Request::Publish {
+        requests: vec![synap::command::Request::Publish {
             events: vec![synap::command::NewEvent {
                 room: "secured".into(),
                 event: "forged".into(),
@@ -278,7 +278,7 @@ async fn internal_routes_require_the_cluster_secret() {
                 dedup: true,
             }],
             create_missing: true,
-        },
+        }],
         timeout_ms: 1000,
     })
     .unwrap();

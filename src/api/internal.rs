@@ -70,12 +70,16 @@ pub async fn snapshot(State(app): State<AppState>, body: Bytes) -> Response {
     }
 }
 
-/// `POST /raft/forward`: a follower's write, proposed here if we lead.
+/// `POST /raft/forward`: a follower's writes, proposed here if we lead,
+/// answered one by one in order.
 pub async fn forward(State(app): State<AppState>, body: Bytes) -> Response {
     match decode::<ForwardRequest>(&body) {
         Ok(fwd) => {
             let timeout = Duration::from_millis(fwd.timeout_ms).min(app.node.config.write_timeout);
-            encode(&app.node.propose_forwarded(fwd.request, timeout).await)
+            // All to the local proposer at once: they land in the same
+            // group-commit batch.
+            let proposals = fwd.requests.into_iter().map(|r| app.node.propose_forwarded(r, timeout));
+            encode(&futures_util::future::join_all(proposals).await)
         }
         Err(response) => *response,
     }

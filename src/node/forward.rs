@@ -1,29 +1,35 @@
 //! Forwarding of writes from a follower to the leader (`/raft/forward`).
 //!
-//! A follower never proposes: it sends the validated [`Request`] to the
-//! leader, whose proposer packs it with its own clients' requests. Whether a
+//! A follower never proposes: it sends the validated [`Request`]s to the
+//! leader, batched, and the leader's proposer packs them with its own
+//! clients' requests. Whether a
 //! failed forward may be retried depends on whether the leader can have taken
 //! it; [`ForwardError`] keeps that distinction.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
 
 use crate::codec;
 use crate::command::{Reply, Request};
 use crate::raft::network::SECRET_HEADER;
 use crate::raft::NodeId;
 
-/// Body of `POST /raft/forward`.
+/// Body of `POST /raft/forward`: the writes a follower gathered while its
+/// previous forwards were in flight.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ForwardRequest {
-    /// The write to propose.
-    pub request: Request,
+    /// The writes to propose, each answered on its own.
+    pub requests: Vec<Request>,
     /// How long the leader may take, in milliseconds.
     pub timeout_ms: u64,
 }
 
-/// Answer of `POST /raft/forward`.
+/// Answer to one request of `POST /raft/forward` (the body is a list of
+/// these, in request order).
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardReply {
     /// Committed and applied on the leader at this log index.
@@ -43,7 +49,7 @@ pub enum ForwardReply {
 }
 
 /// Why a forward failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ForwardError {
     /// The leader provably did not take the request (connection refused,
     /// or it answered that it is not the leader): safe to retry.
@@ -54,22 +60,42 @@ pub enum ForwardError {
     Unknown(String),
 }
 
-/// HTTP client for forwarding to the leader.
+/// Most forward RPCs in flight from one node; requests arriving meanwhile
+/// wait and travel together in the next one.
+const MAX_IN_FLIGHT: usize = 4;
+/// Most requests in one forward RPC.
+const MAX_BATCH: usize = 1024;
+
+struct Pending {
+    url: String,
+    request: Request,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<ForwardReply, ForwardError>>,
+}
+
+/// Forwards writes to the leader, many per RPC: like the leader's
+/// proposer, it gathers the requests that arrive while earlier forwards are
+/// in flight, so the leader handles one HTTP request per batch rather than
+/// one per client write.
 #[derive(Clone)]
 pub struct Forwarder {
     client: reqwest::Client,
     secret: Option<String>,
+    queue: mpsc::UnboundedSender<Pending>,
 }
 
 impl Forwarder {
-    /// A forwarder that authenticates with `secret` if set.
+    /// A forwarder that authenticates with `secret` if set. Starts its
+    /// batching task, so it needs a tokio runtime.
     pub fn new(secret: Option<String>) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { client, secret }
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_batches(client.clone(), secret.clone(), rx));
+        Self { client, secret, queue }
     }
 
     /// Sends `request` to the leader at `leader_url` and waits up to
@@ -80,38 +106,105 @@ impl Forwarder {
         request: &Request,
         timeout: Duration,
     ) -> Result<ForwardReply, ForwardError> {
-        let body = ForwardRequestRef { request, timeout_ms: timeout.as_millis() as u64 };
-        let bytes = codec::encode(&body).map_err(|e| ForwardError::NotTaken(e.to_string()))?;
-        let mut http = self
-            .client
-            .post(format!("{}/raft/forward", leader_url.trim_end_matches('/')))
-            .timeout(timeout + Duration::from_millis(200))
-            .body(bytes);
-        if let Some(secret) = &self.secret {
-            http = http.header(SECRET_HEADER, secret);
+        let (reply, rx) = oneshot::channel();
+        let pending =
+            Pending { url: leader_url.to_owned(), request: request.clone(), deadline: Instant::now() + timeout, reply };
+        self.queue.send(pending).map_err(|_| ForwardError::NotTaken("the forwarder stopped".into()))?;
+        match tokio::time::timeout(timeout + Duration::from_millis(200), rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ForwardError::Unknown("the forwarder dropped the request".into())),
+            Err(_) => Err(ForwardError::Unknown("no answer from the leader within the write timeout".into())),
         }
-        let response = http.send().await.map_err(|e| {
-            if e.is_connect() {
-                ForwardError::NotTaken(e.to_string())
-            } else {
-                ForwardError::Unknown(e.to_string())
-            }
-        })?;
-        let status = response.status();
-        if !status.is_success() {
-            // The leader's router refused the request before handling it.
-            return Err(ForwardError::NotTaken(format!("leader answered {status}")));
-        }
-        let bytes = response.bytes().await.map_err(|e| ForwardError::Unknown(e.to_string()))?;
-        codec::decode(&bytes).map_err(|e| ForwardError::Unknown(e.to_string()))
     }
 }
 
-/// Borrowing twin of [`ForwardRequest`] (same encoding).
-#[derive(Serialize)]
-struct ForwardRequestRef<'a> {
-    request: &'a Request,
-    timeout_ms: u64,
+async fn run_batches(client: reqwest::Client, secret: Option<String>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut pending = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        if queue.recv_many(&mut pending, MAX_BATCH).await == 0 {
+            return;
+        }
+        // Normally every request goes to the same leader; a leader change
+        // can leave a few for the old one in the queue.
+        let mut by_leader: Vec<(String, Vec<Pending>)> = Vec::new();
+        for p in pending.drain(..) {
+            match by_leader.iter_mut().find(|(url, _)| *url == p.url) {
+                Some((_, group)) => group.push(p),
+                None => by_leader.push((p.url.clone(), vec![p])),
+            }
+        }
+        let (client, secret) = (client.clone(), secret.clone());
+        tokio::spawn(async move {
+            for (url, group) in by_leader {
+                send_batch(&client, secret.as_deref(), &url, group).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn send_batch(client: &reqwest::Client, secret: Option<&str>, url: &str, group: Vec<Pending>) {
+    let timeout = group.iter().map(|p| p.deadline).max().map_or(Duration::ZERO, |d| d - Instant::now());
+    let (requests, waiters): (Vec<Request>, Vec<_>) = group.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let answers =
+        call(client, secret, url, &ForwardRequest { requests, timeout_ms: timeout.as_millis() as u64 }, timeout)
+            .await
+            .and_then(|replies: Vec<ForwardReply>| {
+                if replies.len() == waiters.len() {
+                    Ok(replies)
+                } else {
+                    Err(ForwardError::Unknown(format!(
+                        "leader answered {} of {} requests",
+                        replies.len(),
+                        waiters.len()
+                    )))
+                }
+            });
+    match answers {
+        Ok(replies) => {
+            for (waiter, reply) in waiters.into_iter().zip(replies) {
+                let _ = waiter.send(Ok(reply));
+            }
+        }
+        Err(e) => {
+            for waiter in waiters {
+                let _ = waiter.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+async fn call<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    secret: Option<&str>,
+    url: &str,
+    body: &ForwardRequest,
+    timeout: Duration,
+) -> Result<T, ForwardError> {
+    let bytes = codec::encode(body).map_err(|e| ForwardError::NotTaken(e.to_string()))?;
+    let mut http = client
+        .post(format!("{}/raft/forward", url.trim_end_matches('/')))
+        .timeout(timeout + Duration::from_millis(200))
+        .body(bytes);
+    if let Some(secret) = secret {
+        http = http.header(SECRET_HEADER, secret);
+    }
+    let response = http.send().await.map_err(|e| {
+        if e.is_connect() {
+            ForwardError::NotTaken(e.to_string())
+        } else {
+            ForwardError::Unknown(e.to_string())
+        }
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        // The leader's router refused the request before handling it.
+        return Err(ForwardError::NotTaken(format!("leader answered {status}")));
+    }
+    let bytes = response.bytes().await.map_err(|e| ForwardError::Unknown(e.to_string()))?;
+    codec::decode(&bytes).map_err(|e| ForwardError::Unknown(e.to_string()))
 }
 
 impl Forwarder {
