@@ -20,8 +20,12 @@ use crate::raft::{Node, NodeId, Raft};
 
 /// Most requests packed into one Raft entry.
 const MAX_BATCH_REQUESTS: usize = 2048;
-/// Most Raft entries proposed and not yet applied at once.
-const MAX_IN_FLIGHT: usize = 4;
+/// Most Raft entries proposed and not yet applied at once. One, the
+/// classic group commit: while an entry is being replicated and fsynced,
+/// everything that arrives waits and forms the next, larger entry. With 4
+/// the entries were smaller and 64 publishers got ~15% less throughput, and
+/// one publisher the same latency.
+const MAX_IN_FLIGHT: usize = 1;
 
 /// A request that was committed and applied on this node.
 #[derive(Debug, Clone)]
