@@ -11,6 +11,24 @@ use clap::{Args, Subcommand};
 pub struct BenchArgs {
     #[command(subcommand)]
     scenario: Scenario,
+    /// API key, sent as a bearer token (WebSocket: `?api_key=`).
+    #[arg(long, global = true, env = "SYNAP_API_KEY")]
+    api_key: Option<String>,
+}
+
+/// An HTTP client for the load, authenticated with `key` if given.
+fn http_client(key: Option<&str>, pool: usize) -> Result<reqwest::Client, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        let value = format!("Bearer {key}").parse().map_err(|_| "the API key is not a valid header value")?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(pool)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,8 +80,8 @@ struct PublishBench {
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
     match args.scenario {
-        Scenario::Publish(bench) => publish(bench).await,
-        Scenario::Fanout(bench) => fanout(bench).await,
+        Scenario::Publish(bench) => publish(bench, args.api_key.as_deref()).await,
+        Scenario::Fanout(bench) => fanout(bench, args.api_key.as_deref()).await,
     }
 }
 
@@ -84,7 +102,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
 }
 
-async fn fanout(bench: FanoutBench) -> Result<(), String> {
+async fn fanout(bench: FanoutBench, key: Option<&str>) -> Result<(), String> {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
 
@@ -96,7 +114,10 @@ async fn fanout(bench: FanoutBench) -> Result<(), String> {
     let mut subscribers = Vec::new();
     for s in 0..bench.subscribers {
         let base = bench.urls[s % bench.urls.len()].trim_end_matches('/').replacen("http://", "ws://", 1);
-        let url = format!("{base}/stream/{room}/ws");
+        let url = match key {
+            Some(key) => format!("{base}/stream/{room}/ws?api_key={key}"),
+            None => format!("{base}/stream/{room}/ws"),
+        };
         let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| format!("{url}: {e}"))?;
         subscribers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(expected as usize);
@@ -114,7 +135,7 @@ async fn fanout(bench: FanoutBench) -> Result<(), String> {
             latencies
         }));
     }
-    let http = reqwest::Client::builder().tcp_nodelay(true).build().map_err(|e| e.to_string())?;
+    let http = http_client(key, 64)?;
     let publish_url = format!("{}/stream/{room}/publish", bench.urls[0].trim_end_matches('/'));
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / bench.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -169,15 +190,11 @@ async fn fanout(bench: FanoutBench) -> Result<(), String> {
     Ok(())
 }
 
-async fn publish(bench: PublishBench) -> Result<(), String> {
+async fn publish(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
     if bench.urls.is_empty() || bench.publishers == 0 || bench.rooms == 0 {
         return Err("need at least one url, one publisher and one room".into());
     }
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(bench.publishers)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = http_client(key, bench.publishers)?;
     let event = format!(r#"{{"event":"bench.tick","data":{{"pad":"{}"}}}}"#, "x".repeat(bench.size));
     let batch = bench.batch.max(1);
     let (endpoint, payload) = if batch == 1 {
