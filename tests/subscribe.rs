@@ -327,6 +327,13 @@ async fn bad_subscription_requests_are_refused_before_the_upgrade() {
             assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{path}: message in {body}");
         }
     }
+    let past_the_end = reqwest::Client::new()
+        .get(format!("{base}/stream/ok/sse"))
+        .header("Last-Event-ID", u64::MAX.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(past_the_end.status(), 400, "Last-Event-ID at the largest offset");
     let (first, _) = WsSub::connect(&ws_url(&base, "/stream/ok/ws")).await;
     let (status, body) = raw(Method::GET, &format!("{base}/stream/ok/sse"), None).await;
     assert_eq!(status, 503, "the node's one subscriber slot is taken: {body}");

@@ -74,7 +74,9 @@ fn open(
     let filter =
         TypeFilter::parse(query.types.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let start = match (resume_after, query.replay, query.from_offset) {
-        (Some(last), _, _) => StartAt::Offset(last + 1),
+        (Some(last), _, _) => StartAt::Offset(
+            last.checked_add(1).ok_or_else(|| ApiError::bad_request("Last-Event-ID is the largest offset there is"))?,
+        ),
         (None, Some(false), _) | (None, _, None) => StartAt::Live,
         (None, _, Some(back)) if back < 0 => StartAt::FromEnd(back.unsigned_abs()),
         (None, _, Some(from)) => StartAt::Offset(from as u64),

@@ -155,7 +155,7 @@ impl Hub {
         }
         let channel = {
             let mut rooms = self.rooms();
-            match rooms.get(room) {
+            let channel = match rooms.get(room) {
                 Some(channel) => channel.clone(),
                 None => {
                     // Read under the map lock: an apply that commits after
@@ -173,9 +173,13 @@ impl Hub {
                     rooms.insert(room.to_owned(), channel.clone());
                     channel
                 }
-            }
+            };
+            // Counted under the map lock: the last subscriber leaving
+            // removes the channel under the same lock, so it cannot remove
+            // one that a new subscriber is about to use.
+            channel.subscribers.fetch_add(1, Ordering::SeqCst);
+            channel
         };
-        channel.subscribers.fetch_add(1, Ordering::SeqCst);
         let guard = SubscriberGuard { hub: self.clone(), room: room.to_owned(), channel: channel.clone() };
         Ok(Subscription::new(guard, start))
     }
@@ -207,7 +211,9 @@ impl Hub {
         limit: usize,
         matches: impl Fn(&str) -> bool,
     ) -> Result<(Vec<Arc<LiveEvent>>, u64), StoreError> {
-        {
+        // The cache belongs to the room's current incarnation only.
+        let cache_is_ours = channel.head.borrow().room_id == Some(room_id);
+        if cache_is_ours {
             let cache = channel.cache();
             if let Some(first) = cache.front() {
                 if first.offset <= from {
@@ -263,5 +269,20 @@ impl Drop for SubscriberGuard {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_offset_is_kept_for_a_room_this_node_does_not_have_yet() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let hub = Hub::new(Store::open(&db).unwrap(), 8);
+        assert_eq!(hub.subscribe("later", StartAt::Offset(100)).unwrap().cursor(), 100);
+        assert_eq!(hub.subscribe("later", StartAt::Live).unwrap().cursor(), 0);
+        assert_eq!(hub.subscribers_of("later"), 0, "dropped subscriptions are no longer counted");
     }
 }

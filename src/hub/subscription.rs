@@ -59,6 +59,10 @@ impl Subscription {
         let shutdown = guard.hub.shutdown.subscribe();
         let now = *head.borrow();
         let cursor = match (now.room_id, start) {
+            // A room this node does not have (yet): an explicit offset is
+            // kept (a client resuming on a node that lags must not get its
+            // events again); otherwise start from the room's first event.
+            (None, StartAt::Offset(offset)) => offset,
             (None, _) => 0,
             (Some(_), StartAt::Live) => now.next_offset,
             (Some(_), StartAt::Offset(offset)) => offset,

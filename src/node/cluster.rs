@@ -129,7 +129,7 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     let raft = raft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    let proposer = Proposer::start(raft.clone(), config.dedup_window);
+    let proposer = Proposer::start(raft.clone(), config.dedup_window, config.write_timeout * 2);
     tokio::spawn(propose_expiry(raft.clone(), proposer.clone(), config.id));
     let forwarder = Forwarder::new(config.cluster_secret.clone());
     Ok(Arc::new(Node { config, raft, store, hub, applied, proposer, forwarder }))
@@ -161,10 +161,21 @@ async fn propose_expiry(raft: raft::Raft, proposer: Proposer, id: NodeId) {
 pub async fn bootstrap(node: Arc<Node>) {
     let initialized = node.raft.is_initialized().await.unwrap_or(true);
     if initialized {
+        // A joining node that crashed between the learner and the voter
+        // step comes back as a learner: finish the join.
+        if let Some(join) = node.config.join.clone() {
+            let membership = node.raft.metrics().borrow().membership_config.clone();
+            let membership = membership.membership();
+            let learner = membership.get_node(&node.id()).is_some() && !membership.voter_ids().any(|v| v == node.id());
+            if learner {
+                tracing::info!("join: resuming, this node is still a learner");
+                join_cluster(&node, &join, true).await;
+            }
+        }
         return;
     }
     if let Some(join) = node.config.join.clone() {
-        join_cluster(&node, &join).await;
+        join_cluster(&node, &join, false).await;
     } else if node.config.peers.is_empty() {
         let members = BTreeMap::from([(node.id(), node.config.advertise.clone())]);
         if let Err(e) = node.initialize(members).await {
@@ -204,13 +215,13 @@ async fn wait_for_peers(node: &Node) {
     }
 }
 
-async fn join_cluster(node: &Node, join: &str) {
+async fn join_cluster(node: &Node, join: &str, only_promote: bool) {
     let client = reqwest::Client::new();
     let base = join.trim_end_matches('/');
     let learner = serde_json::json!({ "id": node.id(), "url": node.config.advertise });
     let voter = serde_json::json!({ "id": node.id() });
     let steps = [("learners", learner), ("voters", voter)];
-    for (path, body) in steps {
+    for (path, body) in steps.into_iter().skip(usize::from(only_promote)) {
         loop {
             let url = format!("{base}/admin/cluster/{path}");
             let mut request = client.post(&url).json(&body).timeout(Duration::from_secs(300));

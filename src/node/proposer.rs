@@ -20,6 +20,9 @@ use crate::raft::{Node, NodeId, Raft};
 
 /// Most requests packed into one Raft entry.
 const MAX_BATCH_REQUESTS: usize = 2048;
+/// Most bytes (roughly) of requests packed into one Raft entry: openraft
+/// sends up to 300 entries per append RPC.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Most Raft entries proposed and not yet applied at once. One, the
 /// classic group commit: while an entry is being replicated and fsynced,
 /// everything that arrives waits and forms the next, larger entry. With 4
@@ -64,9 +67,14 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the proposer task for `raft`; its commands carry
     /// `dedup_window` for the state machine's publish-id deduplication.
-    pub fn start(raft: Raft, dedup_window: Duration) -> Self {
+    ///
+    /// An entry that is neither applied nor refused within `give_up` frees
+    /// its slot and its clients hear "outcome unknown": openraft answers a
+    /// proposal only when it is applied or truncated, and a leader that was
+    /// cut off and then caught up from a snapshot may never see either.
+    pub fn start(raft: Raft, dedup_window: Duration, give_up: Duration) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, dedup_window.as_millis() as u64));
+        tokio::spawn(run(raft, rx, dedup_window.as_millis() as u64, give_up));
         Self { queue }
     }
 
@@ -79,20 +87,48 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_window_ms: u64) {
+/// Rough size of a request in an entry, to keep entries (and so append
+/// RPCs) bounded in bytes, not only in count.
+fn weight(request: &Request) -> usize {
+    match request {
+        Request::Publish { events, .. } => {
+            events.iter().map(|e| 64 + e.data.len() + e.metadata.as_ref().map_or(0, String::len)).sum()
+        }
+        Request::KvSet { value, .. } => 64 + value.len(),
+        _ => 64,
+    }
+}
+
+async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_window_ms: u64, give_up: Duration) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut clock = ClusterClock::default();
-    let mut batch = Vec::with_capacity(MAX_BATCH_REQUESTS);
+    let mut carried: Option<Pending> = None;
     loop {
         // Wait for a free slot first: requests that arrive meanwhile join
         // this batch instead of making their own entry.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        if queue.recv_many(&mut batch, MAX_BATCH_REQUESTS).await == 0 {
-            return;
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => match queue.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
+        };
+        let mut bytes = weight(&first.request);
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+            let Ok(next) = queue.try_recv() else { break };
+            let size = weight(&next.request);
+            if bytes + size > MAX_BATCH_BYTES {
+                carried = Some(next);
+                break;
+            }
+            bytes += size;
+            batch.push(next);
         }
-        let (requests, waiters): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.request, p.reply)).unzip();
+        let (requests, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
         let command = Command { timestamp_ms: clock.now(), dedup_window_ms, requests };
         let receiver = match raft.client_write_ff(command).await {
             Ok(receiver) => receiver,
@@ -105,16 +141,17 @@ async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_wind
             }
         };
         tokio::spawn(async move {
-            let outcome = receiver.await;
+            let outcome = tokio::time::timeout(give_up, receiver).await;
             drop(permit);
             let replies = match outcome {
-                Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
-                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+                Ok(Ok(Ok(response))) => Ok((response.log_id.index, response.data)),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(forward)))) => {
                     let leader = forward.leader_id.zip(forward.leader_node);
                     Err(ProposeError::NotLeader { leader })
                 }
-                Ok(Err(other)) => Err(ProposeError::Unknown(other.to_string())),
-                Err(_) => Err(ProposeError::Unknown("raft dropped the proposal".into())),
+                Ok(Ok(Err(other))) => Err(ProposeError::Unknown(other.to_string())),
+                Ok(Err(_)) => Err(ProposeError::Unknown("raft dropped the proposal".into())),
+                Err(_) => Err(ProposeError::Unknown(format!("not applied within {give_up:?}"))),
             };
             match replies {
                 Ok((log_index, replies)) => {

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -92,6 +94,8 @@ pub struct PeerNetwork {
 enum WireError {
     Unreachable(String),
     Timeout,
+    /// The peer refused the body as too large (413).
+    TooLarge,
     Other(String),
 }
 
@@ -100,6 +104,7 @@ impl std::fmt::Display for WireError {
         match self {
             WireError::Unreachable(e) => write!(f, "unreachable: {e}"),
             WireError::Timeout => write!(f, "timed out"),
+            WireError::TooLarge => write!(f, "payload too large"),
             WireError::Other(e) => write!(f, "{e}"),
         }
     }
@@ -125,6 +130,9 @@ impl PeerNetwork {
         }
         let response = request.send().await.map_err(classify)?;
         let status = response.status();
+        if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+            return Err(WireError::TooLarge);
+        }
         if !status.is_success() {
             // 401 (wrong secret) or a peer that is not serving Raft yet: both
             // are states to back off from, not to hammer.
@@ -143,6 +151,7 @@ impl PeerNetwork {
         match e {
             WireError::Unreachable(msg) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(msg))),
             WireError::Timeout => RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout: ttl }),
+            WireError::TooLarge => RPCError::Network(NetworkError::new(&std::io::Error::other("payload too large"))),
             WireError::Other(msg) => RPCError::Network(NetworkError::new(&std::io::Error::other(msg))),
         }
     }
@@ -172,9 +181,15 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let ttl = option.hard_ttl();
         let client = self.clients.rpc.clone();
+        let entries = rpc.entries.len() as u64;
         match self.call(&client, "/raft/append", &rpc, ttl).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.remote(e)),
+            // Tell openraft to send fewer entries at a time instead of
+            // resending the same oversized batch forever.
+            Err(WireError::TooLarge) => {
+                Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2).max(1))))
+            }
             Err(e) => Err(self.rpc_error(RPCTypes::AppendEntries, ttl, e)),
         }
     }

@@ -27,8 +27,9 @@ use tokio::sync::watch;
 use super::{Entry, LogId, Node, NodeId, StorageError, TypeConfig};
 use crate::codec;
 use crate::command::Reply;
+use crate::command::Request;
 use crate::hub::Hub;
-use crate::store::{snapshot, Applier, Store, StoreError};
+use crate::store::{snapshot, Applier, ApplyBatch, Store, StoreError};
 
 const KEY_LAST_APPLIED: &[u8] = b"m:last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"m:membership";
@@ -66,6 +67,7 @@ impl StateMachine {
             tracing::warn!("a snapshot install was interrupted; installing it again");
             snapshot::load(&store, &snapshot_dir.join("current.snap"))?;
             std::fs::remove_file(&marker)?;
+            snapshot::sync_dir(snapshot_dir)?;
         }
         let tree = store.tree();
         let last_applied = match tree.get(KEY_LAST_APPLIED)? {
@@ -87,6 +89,18 @@ impl StateMachine {
         self.applied.subscribe()
     }
 
+    /// Writes `batch` with the Raft bookkeeping of the last entry applied
+    /// into it, then tells the hub and the applied-index watchers.
+    fn commit(&mut self, mut batch: ApplyBatch) -> Result<(), StorageError> {
+        let encode = |e| sm_err(ErrorVerb::Write, StoreError::from(e));
+        batch.put(KEY_LAST_APPLIED, codec::encode(&self.last_applied).map_err(encode)?);
+        batch.put(KEY_MEMBERSHIP, codec::encode(&self.membership).map_err(encode)?);
+        let updates = self.applier.commit(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.hub.applied(updates);
+        self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
+        Ok(())
+    }
+
     fn current_path(&self) -> PathBuf {
         self.snapshot_dir.join("current.snap")
     }
@@ -101,7 +115,9 @@ impl StateMachine {
         let header = codec::encode(&meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let tmp = self.snapshot_dir.join("building.snap");
         snapshot::dump(&self.store, &header, &tmp).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        std::fs::rename(&tmp, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        std::fs::rename(&tmp, self.current_path())
+            .and_then(|()| snapshot::sync_dir(&self.snapshot_dir))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let file = std::fs::File::open(self.current_path()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
@@ -134,8 +150,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut batch = self.applier.begin();
+        let mut batched = 0;
         let mut replies = Vec::new();
         for entry in entries {
+            // `Expire` scans the committed tree: commit what came before it,
+            // so every node sees the same state there however its entries
+            // were grouped into apply calls.
+            let expires = matches!(&entry.payload, EntryPayload::Normal(c) if c.requests.contains(&Request::Expire));
+            if expires && batched > 0 {
+                self.commit(std::mem::replace(&mut batch, self.applier.begin()))?;
+                batched = 0;
+            }
+            batched += 1;
             self.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => replies.push(Vec::new()),
@@ -148,17 +174,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
-        let encode = |e| sm_err(ErrorVerb::Write, StoreError::from(e));
-        batch.put(KEY_LAST_APPLIED, codec::encode(&self.last_applied).map_err(encode)?);
-        batch.put(KEY_MEMBERSHIP, codec::encode(&self.membership).map_err(encode)?);
-        let updates = self.applier.commit(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.hub.applied(updates);
-        self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
+        self.commit(batch)?;
         Ok(replies)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { built: Some(self.build()) }
+        // Written here, between two applies (the only consistent point), as
+        // blocking I/O kept off the async workers.
+        SnapshotBuilder { built: Some(tokio::task::block_in_place(|| self.build())) }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
@@ -185,16 +208,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ));
             return Err(snap_err(ErrorVerb::Read, e));
         }
-        // Marked before the state is touched: from here a restart redoes the
-        // install from `current.snap` instead of trusting a half-loaded state.
-        let marker = self.snapshot_dir.join("installing");
-        std::fs::write(&marker, b"").map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // The order makes every crash point recoverable: the new file is
+        // durable under its final name before the marker says "install in
+        // progress", and the marker goes only once the loaded state is
+        // flushed. A restart that finds the marker loads `current.snap` again.
+        let dir = self.snapshot_dir.clone();
         std::fs::rename(&receiving, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        snapshot::load(&self.store, &self.current_path()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        snapshot::sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let marker = dir.join("installing");
+        std::fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| snapshot::sync_dir(&dir))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let (store, current) = (self.store.clone(), self.current_path());
+        // Loading is long, blocking I/O: keep it off the async workers that
+        // also carry heartbeats.
+        tokio::task::block_in_place(|| snapshot::load(&store, &current)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.applier.reload().map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        std::fs::remove_file(&marker).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        std::fs::remove_file(&marker)
+            .and_then(|()| snapshot::sync_dir(&dir))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.hub.resync().map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
         Ok(())

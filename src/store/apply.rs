@@ -30,6 +30,9 @@ pub struct ApplyBatch {
     kv: HashMap<String, Option<KvEntry>>,
     /// Dedup records written in this batch.
     dedup: HashMap<Vec<u8>, DedupEntry>,
+    /// Timestamps of the events appended in this batch, by (room id,
+    /// offset), for age-based retention.
+    timestamps: HashMap<(u64, u64), u64>,
 }
 
 /// What one committed apply changed in one room, for live subscribers.
@@ -109,6 +112,7 @@ impl Applier {
             appended: Vec::new(),
             kv: HashMap::new(),
             dedup: HashMap::new(),
+            timestamps: HashMap::new(),
         }
     }
 
@@ -279,6 +283,9 @@ impl Applier {
             }
             published.push(Published { room: new.room.clone(), offset, timestamp, duplicate: false });
             batch.touched.push(new.room.clone());
+            if meta.info.config.max_age_secs.is_some() {
+                batch.timestamps.insert((meta.id, offset), timestamp);
+            }
             batch.appended.push((new.room.clone(), offset, stored));
         }
         let mut rooms: Vec<&str> = events.iter().map(|e| e.room.as_str()).collect();
@@ -373,11 +380,17 @@ impl Applier {
         if let Some(max_age) = info.config.max_age_secs {
             let cutoff = now.saturating_sub(max_age.saturating_mul(1000));
             while info.min_offset < info.next_offset {
-                let Some(bytes) = self.store.tree().get(keys::event(meta.id, info.min_offset))? else {
-                    break;
+                // Events of this same batch are not in the tree yet; how
+                // entries are grouped into batches differs between nodes, so
+                // looking only at the tree would trim differently.
+                let timestamp = match batch.timestamps.get(&(meta.id, info.min_offset)) {
+                    Some(timestamp) => *timestamp,
+                    None => match self.store.tree().get(keys::event(meta.id, info.min_offset))? {
+                        Some(bytes) => codec::decode::<StoredEvent>(&bytes)?.timestamp,
+                        None => break,
+                    },
                 };
-                let event: StoredEvent = codec::decode(&bytes)?;
-                if event.timestamp >= cutoff {
+                if timestamp >= cutoff {
                     break;
                 }
                 batch.batch.remove(&keys::event(meta.id, info.min_offset));
@@ -406,5 +419,61 @@ impl Applier {
             tree.apply_batch(removal)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Command;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        (dir, Store::open(&db).unwrap())
+    }
+
+    fn command(timestamp_ms: u64, requests: Vec<Request>) -> Command {
+        Command { timestamp_ms, dedup_window_ms: 120_000, requests }
+    }
+
+    fn publish(room: &str, n: usize) -> Request {
+        let events = (0..n)
+            .map(|i| NewEvent {
+                room: room.into(),
+                event: "e".into(),
+                data: i.to_string(),
+                metadata: None,
+                id: format!("id-{i}"),
+                dedup: false,
+            })
+            .collect();
+        Request::Publish { events, create_missing: false }
+    }
+
+    /// Applies `groups` of commands, one apply batch per group.
+    fn apply(groups: &[Vec<Command>]) -> RoomInfo {
+        let (_dir, store) = store();
+        let mut applier = Applier::load(store.clone()).unwrap();
+        for group in groups {
+            let mut batch = applier.begin();
+            for command in group {
+                applier.apply(&mut batch, command).unwrap();
+            }
+            applier.commit(batch).unwrap();
+        }
+        store.room("aged").unwrap().unwrap().info
+    }
+
+    #[test]
+    fn age_retention_does_not_depend_on_how_entries_are_batched() {
+        let config = RoomConfig { max_events: None, max_age_secs: Some(1) };
+        let create = command(0, vec![Request::CreateRoom { room: "aged".into(), config, if_absent: false }]);
+        let early = command(1_000, vec![publish("aged", 2)]);
+        let late = command(5_000, vec![publish("aged", 1)]);
+        let together = apply(&[vec![create.clone(), early.clone(), late.clone()]]);
+        let apart = apply(&[vec![create], vec![early], vec![late]]);
+        assert_eq!((together.min_offset, together.next_offset), (2, 3));
+        assert_eq!((apart.min_offset, apart.next_offset), (2, 3));
     }
 }

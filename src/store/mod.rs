@@ -11,6 +11,8 @@ pub mod snapshot;
 
 pub use apply::{Applier, ApplyBatch, RoomUpdate};
 
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
@@ -105,16 +107,36 @@ pub struct Page {
 #[derive(Clone)]
 pub struct Store {
     tree: sled::Tree,
+    /// Readers share it; a snapshot install, which empties and refills the
+    /// tree, holds it exclusively so that nobody reads a half-loaded state.
+    gate: Arc<RwLock<()>>,
 }
 
 impl Store {
     /// Opens the applied-state tree of `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Self { tree: db.open_tree("state")? })
+        Ok(Self { tree: db.open_tree("state")?, gate: Arc::default() })
+    }
+
+    /// Holds off readers (see `gate`). A poisoned lock guards no data of
+    /// its own, so it is still usable.
+    fn reading(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn replacing(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes everything written so far durable (sled flushes the whole db).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.tree.flush()?;
+        Ok(())
     }
 
     /// The room called `name`, if it exists.
     pub fn room(&self, name: &str) -> Result<Option<RoomMeta>, StoreError> {
+        let _reading = self.reading();
         match self.tree.get(keys::room(name))? {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
@@ -123,6 +145,7 @@ impl Store {
 
     /// Every room, ordered by name.
     pub fn rooms(&self) -> Result<Vec<RoomInfo>, StoreError> {
+        let _reading = self.reading();
         self.tree
             .scan_prefix(keys::ROOM_PREFIX)
             .values()
@@ -155,6 +178,7 @@ impl Store {
         limit: usize,
         matches: impl Fn(&str) -> bool,
     ) -> Result<Page, StoreError> {
+        let _reading = self.reading();
         let limit = limit.min(MAX_PAGE);
         let mut events = Vec::new();
         let mut next_offset = from;
@@ -183,6 +207,7 @@ impl Store {
     /// ms, the reading node's clock: expired keys are hidden before the
     /// leader's purge removes them).
     pub fn kv_get(&self, key: &str, now: u64) -> Result<Option<String>, StoreError> {
+        let _reading = self.reading();
         let Some(bytes) = self.tree.get(keys::kv(key))? else { return Ok(None) };
         let entry: KvEntry = codec::decode(&bytes)?;
         Ok(entry.is_live(now).then_some(entry.value))

@@ -27,11 +27,13 @@ pub fn dump(store: &Store, header: &[u8], path: &Path) -> Result<u64, StoreError
     Ok(records)
 }
 
-/// Replaces the whole content of `store` with the records in `path`.
+/// Replaces the whole content of `store` with the records in `path`, and
+/// flushes it to disk. Readers wait meanwhile.
 ///
-/// Not atomic: the caller marks the install as in progress before calling,
-/// and repeats it after a crash.
+/// Not atomic on disk: the caller marks the install as in progress before
+/// calling, and repeats it after a crash.
 pub fn load(store: &Store, path: &Path) -> Result<u64, StoreError> {
+    let _replacing = store.replacing();
     let tree = store.tree();
     tree.clear()?;
     let mut input = BufReader::new(std::fs::File::open(path)?);
@@ -51,7 +53,13 @@ pub fn load(store: &Store, path: &Path) -> Result<u64, StoreError> {
         }
     }
     tree.apply_batch(batch)?;
+    store.flush()?;
     Ok(records)
+}
+
+/// fsyncs a directory, so that renames and removals in it are durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The header frame of the snapshot file at `path`.
