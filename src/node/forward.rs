@@ -6,6 +6,7 @@
 //! failed forward may be retried depends on whether the leader can have taken
 //! it; [`ForwardError`] keeps that distinction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,28 +119,61 @@ impl Forwarder {
     }
 }
 
+/// Routes each request to the batching worker of its leader, so that RPCs
+/// stuck on a leader that went away (paused, cut off) hold only that
+/// leader's slots while the new leader's batches flow.
 async fn run_batches(client: reqwest::Client, secret: Option<String>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let mut workers: HashMap<String, mpsc::UnboundedSender<Pending>> = HashMap::new();
+    while let Some(mut pending) = queue.recv().await {
+        loop {
+            let worker = workers.entry(pending.url.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(leader_worker(client.clone(), secret.clone(), pending.url.clone(), rx));
+                tx
+            });
+            match worker.send(pending) {
+                Ok(()) => break,
+                // That worker retired after being idle: start a new one.
+                Err(mpsc::error::SendError(back)) => {
+                    workers.remove(&back.url);
+                    pending = back;
+                }
+            }
+        }
+    }
+}
+
+/// Batches the requests for one leader: waits for a free slot, takes all
+/// that queued meanwhile, sends them as one RPC. Ends after a minute idle.
+async fn leader_worker(
+    client: reqwest::Client,
+    secret: Option<String>,
+    url: String,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut pending = Vec::with_capacity(MAX_BATCH);
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        if queue.recv_many(&mut pending, MAX_BATCH).await == 0 {
-            return;
-        }
-        // Normally every request goes to the same leader; a leader change
-        // can leave a few for the old one in the queue.
-        let mut by_leader: Vec<(String, Vec<Pending>)> = Vec::new();
-        for p in pending.drain(..) {
-            match by_leader.iter_mut().find(|(url, _)| *url == p.url) {
-                Some((_, group)) => group.push(p),
-                None => by_leader.push((p.url.clone(), vec![p])),
+        match tokio::time::timeout(Duration::from_secs(60), queue.recv_many(&mut pending, MAX_BATCH)).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(_) => {
+                // Idle: refuse new requests (the router starts a new worker
+                // for them), but send whatever slipped in before that.
+                queue.close();
+                while let Ok(late) = queue.try_recv() {
+                    pending.push(late);
+                }
+                if pending.is_empty() {
+                    return;
+                }
             }
         }
-        let (client, secret) = (client.clone(), secret.clone());
+        let group = std::mem::take(&mut pending);
+        let (client, secret, url) = (client.clone(), secret.clone(), url.clone());
         tokio::spawn(async move {
-            for (url, group) in by_leader {
-                send_batch(&client, secret.as_deref(), &url, group).await;
-            }
+            send_batch(&client, secret.as_deref(), &url, group).await;
             drop(permit);
         });
     }
