@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Synap: a clustered, replicated event-stream server.
 //!
 //! Services publish events to named rooms through any node; a Raft cluster
