@@ -238,6 +238,24 @@ impl Client {
         self.send(self.http.delete(&url), &url).await
     }
 
+    /// Sets `key` to `value` (a string, stored as is), optionally with a
+    /// time to live and only if absent (`nx`). Answers whether it wrote:
+    /// with `nx`, `false` means someone else holds the key.
+    pub async fn kv_set(&self, key: &str, value: &str, ttl_secs: Option<u64>, nx: bool) -> Result<bool, ClientError> {
+        let body = serde_json::json!({ "key": key, "value": value, "ttl": ttl_secs, "nx": nx });
+        let answer: Value = self.post("/kv/set", &body).await?;
+        answer["written"].as_bool().ok_or_else(|| ClientError::Decode(format!("kv set answered {answer}")))
+    }
+
+    /// The value of `key`, or `None` if it is absent or expired.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<String>, ClientError> {
+        match self.get::<Value>(&format!("/kv/get/{key}")).await {
+            Ok(answer) => Ok(answer["value"].as_str().map(str::to_owned)),
+            Err(ClientError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `/ready`: Ok when the node has a leader and is caught up.
     pub async fn ready(&self) -> Result<Value, ClientError> {
         self.get("/ready").await
