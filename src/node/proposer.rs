@@ -129,6 +129,20 @@ async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_wind
             batch.push(next);
         }
         let (requests, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+        // Only a refusal before submission proves the requests were not
+        // taken. After it, openraft's ForwardToLeader can also mean "appended
+        // here, then truncated", and with five or more voters such an entry
+        // may still commit elsewhere: that is reported as unknown below.
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(metrics.id) {
+            let leader = metrics
+                .current_leader
+                .and_then(|id| metrics.membership_config.membership().get_node(&id).cloned().map(|node| (id, node)));
+            for waiter in waiters {
+                let _ = waiter.send(Err(ProposeError::NotLeader { leader: leader.clone() }));
+            }
+            continue;
+        }
         let command = Command { timestamp_ms: clock.now(), dedup_window_ms, requests };
         let receiver = match raft.client_write_ff(command).await {
             Ok(receiver) => receiver,
@@ -145,10 +159,10 @@ async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_wind
             drop(permit);
             let replies = match outcome {
                 Ok(Ok(Ok(response))) => Ok((response.log_id.index, response.data)),
-                Ok(Ok(Err(ClientWriteError::ForwardToLeader(forward)))) => {
-                    let leader = forward.leader_id.zip(forward.leader_node);
-                    Err(ProposeError::NotLeader { leader })
-                }
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(forward)))) => Err(ProposeError::Unknown(format!(
+                    "leadership moved to {:?} while the entry was pending; it may or may not commit",
+                    forward.leader_id
+                ))),
                 Ok(Ok(Err(other))) => Err(ProposeError::Unknown(other.to_string())),
                 Ok(Err(_)) => Err(ProposeError::Unknown("raft dropped the proposal".into())),
                 Err(_) => Err(ProposeError::Unknown(format!("not applied within {give_up:?}"))),
