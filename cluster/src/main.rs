@@ -130,7 +130,6 @@ async fn run(args: Args) -> Result<bool, String> {
     }
 
     target.heal(&nemesis.members)?;
-    let healed = Instant::now();
     let ops = workload.stop_publishers().await;
     let publishing_ended = Instant::now();
     let mut violations: Vec<Violation> = Vec::new();
@@ -152,7 +151,6 @@ async fn run(args: Args) -> Result<bool, String> {
         None => violations
             .push(Violation { kind: Kind::Convergence, detail: "nodes had not converged 60 s after healing".into() }),
     }
-    let _ = healed;
 
     let histories = read_histories(&member_urls, &rooms).await?;
     // Give subscribers time to reach the end of their rooms.

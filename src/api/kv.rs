@@ -70,9 +70,9 @@ pub async fn set(app: &AppState, body: SetBody) -> Result<bool, ApiError> {
     }
     let ttl_ms = body.ttl.map(|secs| secs.saturating_mul(1000));
     let request = Request::KvSet { key: body.key, value, ttl_ms, nx: body.nx.unwrap_or(false) };
-    match app.node.write(request).await? {
+    match super::write(app, request).await? {
         Reply::KvSet { written } => Ok(written),
-        other => Err(ApiError::internal(format!("unexpected reply to kv set: {other:?}"))),
+        other => Err(super::unexpected("kv set", other)),
     }
 }
 
@@ -97,9 +97,9 @@ pub struct ReadQuery {
 /// Deletes `key`; answers whether a live key was removed.
 pub async fn delete(app: &AppState, key: &str) -> Result<bool, ApiError> {
     check_key(key)?;
-    match app.node.write(Request::KvDelete { key: key.to_owned() }).await? {
+    match super::write(app, Request::KvDelete { key: key.to_owned() }).await? {
         Reply::KvDeleted { existed } => Ok(existed),
-        other => Err(ApiError::internal(format!("unexpected reply to kv delete: {other:?}"))),
+        other => Err(super::unexpected("kv delete", other)),
     }
 }
 

@@ -27,7 +27,9 @@ pub use internal::constant_time_eq;
 
 use self::auth::Auth;
 
+use crate::command::{Reply, Request};
 use crate::node::Node;
+use error::ApiError;
 
 /// Largest body on the internal routes (snapshot chunks, big appends).
 const INTERNAL_BODY_LIMIT: usize = 256 * 1024 * 1024;
@@ -88,6 +90,20 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
         .layer(DefaultBodyLimit::max(public_limit));
 
     public.merge(internal).with_state(state)
+}
+
+/// Gets `request` committed and applied through this node; a refusal by
+/// the state machine becomes its 4xx.
+async fn write(app: &AppState, request: Request) -> Result<Reply, ApiError> {
+    match app.node.write(request).await? {
+        Reply::Rejected(rejection) => Err(rejection.into()),
+        reply => Ok(reply),
+    }
+}
+
+/// A reply of another kind than the request asks for: a bug, so a 500.
+fn unexpected(what: &str, reply: Reply) -> ApiError {
+    ApiError::internal(format!("unexpected reply to {what}: {reply:?}"))
 }
 
 /// Batch bodies may hold this many maximum-size events.

@@ -81,10 +81,9 @@ impl RoomStats {
 /// Publishes validated events (all or none).
 pub async fn publish_events(app: &AppState, events: Vec<NewEvent>) -> Result<Vec<Published>, ApiError> {
     let request = Request::Publish { events, create_missing: app.node.config.auto_create_rooms };
-    match app.node.write(request).await? {
+    match super::write(app, request).await? {
         Reply::Published(published) => Ok(published),
-        Reply::Rejected(rejection) => Err(rejection.into()),
-        other => Err(ApiError::internal(format!("unexpected reply to publish: {other:?}"))),
+        other => Err(super::unexpected("publish", other)),
     }
 }
 
@@ -278,10 +277,9 @@ pub async fn create(
     config: RoomConfig,
     if_absent: bool,
 ) -> Result<(bool, RoomInfo), ApiError> {
-    match app.node.write(Request::CreateRoom { room: room.to_owned(), config, if_absent }).await? {
+    match super::write(app, Request::CreateRoom { room: room.to_owned(), config, if_absent }).await? {
         Reply::Room { created, info } => Ok((created, info)),
-        Reply::Rejected(rejection) => Err(rejection.into()),
-        other => Err(ApiError::internal(format!("unexpected reply to create: {other:?}"))),
+        other => Err(super::unexpected("create", other)),
     }
 }
 
@@ -323,10 +321,9 @@ async fn create_route(
 
 /// Deletes `room` and its events.
 pub async fn delete(app: &AppState, room: &str) -> Result<(), ApiError> {
-    match app.node.write(Request::DeleteRoom { room: room.to_owned() }).await? {
+    match super::write(app, Request::DeleteRoom { room: room.to_owned() }).await? {
         Reply::Deleted => Ok(()),
-        Reply::Rejected(rejection) => Err(rejection.into()),
-        other => Err(ApiError::internal(format!("unexpected reply to delete: {other:?}"))),
+        other => Err(super::unexpected("delete", other)),
     }
 }
 

@@ -97,11 +97,6 @@ impl Node {
         self.config.id
     }
 
-    /// Follows the applied log index.
-    pub fn applied(&self) -> watch::Receiver<u64> {
-        self.applied.clone()
-    }
-
     /// The current leader and its URL, as far as this node knows.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics().borrow().clone();
