@@ -29,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod command;
+pub mod durable;
 pub mod filter;
 pub mod hub;
 pub mod node;

@@ -44,6 +44,14 @@ pub async fn serve(config: NodeConfig, auth: Auth) -> Result<(), ServeError> {
     if let Err(e) = node.raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }
+    // Raft has stopped, so nothing applies any more: a clean stop leaves a
+    // durable state and the next start re-applies nothing.
+    let store = node.store.clone();
+    match tokio::task::spawn_blocking(move || store.checkpoint()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("final checkpoint: {e}"),
+        Err(e) => tracing::warn!("final checkpoint: {e}"),
+    }
     served.map_err(|source| ServeError::Listen { addr, source })
 }
 

@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// entries; 0 = never.
     #[arg(long, env = "SYNAP_SNAPSHOT_EVERY", default_value_t = 20_000)]
     snapshot_every: u64,
+    /// UNSAFE, for testing the durability checks only: never fsync. A
+    /// power cut then loses acknowledged writes.
+    #[arg(long, env = "SYNAP_UNSAFE_NO_FSYNC", hide = true)]
+    unsafe_no_fsync: bool,
 }
 
 /// Why the command line was refused.
@@ -182,6 +186,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("synap=info,openraft=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let auth = Auth::load(&args.api_keys, args.auth_file.as_deref()).map_err(|e| e.to_string())?;
+    if args.unsafe_no_fsync {
+        crate::durable::set_unsafe_no_fsync(true);
+        tracing::warn!("--unsafe-no-fsync: nothing is synced to disk; a power cut loses acknowledged writes");
+    }
     let mut config = args.into_config().map_err(|e| e.to_string())?;
     config.join_api_key = auth.admin_key();
     crate::server::serve(config, auth).await.map_err(|e| e.to_string())

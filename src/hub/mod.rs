@@ -278,9 +278,8 @@ mod tests {
 
     #[test]
     fn an_explicit_offset_is_kept_for_a_room_this_node_does_not_have_yet() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let hub = Hub::new(Store::open(&db).unwrap(), 8);
+        let (_dir, store) = Store::scratch();
+        let hub = Hub::new(store, 8);
         assert_eq!(hub.subscribe("later", StartAt::Offset(100)).unwrap().cursor(), 100);
         assert_eq!(hub.subscribe("later", StartAt::Live).unwrap().cursor(), 0);
         assert_eq!(hub.subscribers_of("later"), 0, "dropped subscriptions are no longer counted");

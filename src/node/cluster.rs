@@ -16,11 +16,16 @@ use super::proposer::Proposer;
 use super::{Node, NodeConfig, WriteError};
 use crate::command::Request;
 use crate::hub::Hub;
+use crate::durable;
+use crate::raft::log_store::segments::LogError;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{self, NodeId};
-use crate::store::{Store, StoreError};
+use crate::store::{database, Database, Store, StoreError};
+
+/// sled's page cache.
+const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +33,9 @@ pub enum StartError {
     /// The data directory could not be opened.
     #[error("cannot open data directory: {0}")]
     Storage(#[from] StoreError),
+    /// The Raft log could not be opened.
+    #[error("cannot open the raft log: {0}")]
+    Log(#[from] LogError),
     /// openraft refused the configuration or failed to start.
     #[error("cannot start raft: {0}")]
     Raft(String),
@@ -89,14 +97,11 @@ pub struct ClusterStatus {
 /// Opens the node's storage and starts Raft. Forming or joining a cluster
 /// happens in [`bootstrap`], once the node serves HTTP.
 pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(StoreError::from)?;
-    let db = sled::Config::new()
-        .path(config.data_dir.join("db"))
-        .cache_capacity(64 * 1024 * 1024)
-        .open()
-        .map_err(StoreError::from)?;
-    let log = LogStore::open(&db).map_err(StoreError::from)?;
-    let store = Store::open(&db)?;
+    durable::create_dir_all(&config.data_dir).map_err(StoreError::from)?;
+    let db = Arc::new(Database::open(&config.data_dir.join(database::DIR), SLED_CACHE_BYTES)?);
+    let log = LogStore::open_in(&config.data_dir, db.sled())?;
+    tokio::spawn(write_out_periodically(db.clone()));
+    let store = Store::open(db)?;
     let hub = Hub::new(store.clone(), config.max_subscribers);
     let sm = StateMachine::open(store.clone(), &config.data_dir.join("snapshot"), hub.clone())?;
     let applied = sm.subscribe();
@@ -133,6 +138,26 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     tokio::spawn(propose_expiry(raft.clone(), proposer.clone(), config.id));
     let forwarder = Forwarder::new(config.cluster_secret.clone());
     Ok(Arc::new(Node { config, raft, store, hub, applied, proposer, forwarder }))
+}
+
+/// Writes sled's buffers out every [`database::WRITE_EVERY`], so that a
+/// process crash costs little re-applying. Not a sync: see
+/// [`Database`] for what is durable when.
+async fn write_out_periodically(db: Arc<Database>) {
+    let mut tick = tokio::time::interval(database::WRITE_EVERY);
+    loop {
+        tick.tick().await;
+        // The node is gone when only this task holds the database.
+        if Arc::strong_count(&db) == 1 {
+            return;
+        }
+        let db = db.clone();
+        match tokio::task::spawn_blocking(move || db.write_out()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("writing out the state: {e}"),
+            Err(e) => tracing::warn!("writing out the state: {e}"),
+        }
+    }
 }
 
 /// How often the leader proposes dropping expired keys and old dedup

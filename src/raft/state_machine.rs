@@ -3,7 +3,10 @@
 //! One `apply` call becomes one atomic sled batch holding the applied
 //! commands, `last_applied` and the membership, so a crash can never leave an
 //! entry half-applied, and re-applying after restart starts exactly after the
-//! last batch that made it to disk.
+//! last batch that survived. Applies are not synced: the Raft log is the
+//! durable record, and the state is checkpointed (`Store::checkpoint`) only
+//! where the log behind it may be dropped — when a snapshot is built or
+//! installed.
 //!
 //! Snapshots are files (`snapshot/current.snap`, format in
 //! `store::snapshot`): built from a consistent point between two applies,
@@ -25,7 +28,7 @@ use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 
 use super::{Entry, LogId, Node, NodeId, StorageError, TypeConfig};
-use crate::codec;
+use crate::{codec, durable};
 use crate::command::Reply;
 use crate::command::Request;
 use crate::hub::Hub;
@@ -36,6 +39,25 @@ const KEY_MEMBERSHIP: &[u8] = b"m:membership";
 
 type Membership = StoredMembership<NodeId, Node>;
 type Meta = SnapshotMeta<NodeId, Node>;
+
+/// The snapshot file: the latest built or installed.
+const CURRENT: &str = "current.snap";
+/// Present while an install replaces the state (see `install_snapshot`).
+const INSTALLING: &str = "installing";
+
+/// `last_applied` and the membership as the applied state records them.
+fn read_applied(store: &Store) -> Result<(Option<LogId>, Membership), StoreError> {
+    let tree = store.tree();
+    let last_applied = match tree.get(KEY_LAST_APPLIED)? {
+        Some(bytes) => codec::decode(&bytes)?,
+        None => None,
+    };
+    let membership = match tree.get(KEY_MEMBERSHIP)? {
+        Some(bytes) => codec::decode(&bytes)?,
+        None => Membership::default(),
+    };
+    Ok((last_applied, membership))
+}
 
 /// The Raft state machine of one node.
 pub struct StateMachine {
@@ -61,23 +83,33 @@ impl StateMachine {
     /// `snapshot_dir` and telling `hub` what each apply changed. Finishes a
     /// snapshot install that a crash interrupted.
     pub fn open(store: Store, snapshot_dir: &Path, hub: Arc<Hub>) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(snapshot_dir)?;
-        let marker = snapshot_dir.join("installing");
+        durable::create_dir_all(snapshot_dir)?;
+        let current = snapshot_dir.join(CURRENT);
+        let marker = snapshot_dir.join(INSTALLING);
         if marker.exists() {
             tracing::warn!("a snapshot install was interrupted; installing it again");
-            snapshot::load(&store, &snapshot_dir.join("current.snap"))?;
+            snapshot::load(&store, &current)?;
+            store.checkpoint()?;
             std::fs::remove_file(&marker)?;
-            snapshot::sync_dir(snapshot_dir)?;
+            durable::sync_dir(snapshot_dir)?;
         }
-        let tree = store.tree();
-        let last_applied = match tree.get(KEY_LAST_APPLIED)? {
-            Some(bytes) => codec::decode(&bytes)?,
-            None => None,
-        };
-        let membership = match tree.get(KEY_MEMBERSHIP)? {
-            Some(bytes) => codec::decode(&bytes)?,
-            None => Membership::default(),
-        };
+        let (mut last_applied, mut membership) = read_applied(&store)?;
+        // The state is durable only at checkpoints, the snapshot always: a
+        // power cut can leave the state behind the snapshot, and the log
+        // behind the snapshot may be purged. Start from the snapshot then.
+        if current.exists() {
+            let meta: Meta = codec::decode(&snapshot::read_header(&current)?)?;
+            if meta.last_log_id > last_applied {
+                tracing::warn!(
+                    applied = ?last_applied,
+                    snapshot = ?meta.last_log_id,
+                    "the applied state is behind the last snapshot; loading the snapshot"
+                );
+                snapshot::load(&store, &current)?;
+                store.checkpoint()?;
+                (last_applied, membership) = read_applied(&store)?;
+            }
+        }
         let applier = Applier::load(store.clone())?;
         let index = last_applied.as_ref().map_or(0, |id: &LogId| id.index);
         let (applied, _) = watch::channel(index);
@@ -102,7 +134,7 @@ impl StateMachine {
     }
 
     fn current_path(&self) -> PathBuf {
-        self.snapshot_dir.join("current.snap")
+        self.snapshot_dir.join(CURRENT)
     }
 
     fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
@@ -116,8 +148,11 @@ impl StateMachine {
         let tmp = self.snapshot_dir.join("building.snap");
         snapshot::dump(&self.store, &header, &tmp).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         std::fs::rename(&tmp, self.current_path())
-            .and_then(|()| snapshot::sync_dir(&self.snapshot_dir))
+            .and_then(|()| durable::sync_dir(&self.snapshot_dir))
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // openraft purges the log behind the snapshot next: the state it
+        // would be re-applied onto after a power cut must be durable first.
+        self.store.checkpoint().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let file = std::fs::File::open(self.current_path()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
@@ -197,7 +232,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             data.seek(SeekFrom::Start(0)).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
             let mut out = tokio::fs::File::create(&receiving).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
             tokio::io::copy(&mut *data, &mut out).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            out.sync_all().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            let out = out.into_std().await;
+            durable::sync_data(&out).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         }
         let header = snapshot::read_header(&receiving).map_err(|e| snap_err(ErrorVerb::Read, e))?;
         let sent: Meta = codec::decode(&header).map_err(|e| snap_err(ErrorVerb::Read, e))?;
@@ -211,24 +247,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The order makes every crash point recoverable: the new file is
         // durable under its final name before the marker says "install in
         // progress", and the marker goes only once the loaded state is
-        // flushed. A restart that finds the marker loads `current.snap` again.
+        // checkpointed. A restart that finds the marker loads `current.snap`
+        // again (and one that finds the state behind `current.snap` does too).
         let dir = self.snapshot_dir.clone();
         std::fs::rename(&receiving, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        snapshot::sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let marker = dir.join("installing");
+        durable::sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let marker = dir.join(INSTALLING);
         std::fs::File::create(&marker)
-            .and_then(|f| f.sync_all())
-            .and_then(|()| snapshot::sync_dir(&dir))
+            .and_then(|f| durable::sync_all(&f))
+            .and_then(|()| durable::sync_dir(&dir))
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let (store, current) = (self.store.clone(), self.current_path());
         // Loading is long, blocking I/O: keep it off the async workers that
         // also carry heartbeats.
-        tokio::task::block_in_place(|| snapshot::load(&store, &current)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        tokio::task::block_in_place(|| snapshot::load(&store, &current).and_then(|_| store.checkpoint()))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.applier.reload().map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         std::fs::remove_file(&marker)
-            .and_then(|()| snapshot::sync_dir(&dir))
+            .and_then(|()| durable::sync_dir(&dir))
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         self.hub.resync().map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));

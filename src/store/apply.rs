@@ -428,9 +428,7 @@ mod tests {
     use crate::command::Command;
 
     fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::TempDir::new().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        (dir, Store::open(&db).unwrap())
+        Store::scratch()
     }
 
     fn command(timestamp_ms: u64, requests: Vec<Request>) -> Command {

@@ -6,10 +6,12 @@
 //! one sled tree (layout in `keys`).
 
 mod apply;
+pub mod database;
 mod keys;
 pub mod snapshot;
 
 pub use apply::{Applier, ApplyBatch, RoomUpdate};
+pub use database::Database;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -106,16 +108,19 @@ pub struct Page {
 /// Read access to the applied state. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    db: Arc<Database>,
     tree: sled::Tree,
     /// Readers share it; a snapshot install, which empties and refills the
-    /// tree, holds it exclusively so that nobody reads a half-loaded state.
+    /// tree, and a checkpoint, during which nothing may touch sled, hold it
+    /// exclusively.
     gate: Arc<RwLock<()>>,
 }
 
 impl Store {
     /// Opens the applied-state tree of `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(Self { tree: db.open_tree("state")?, gate: Arc::default() })
+    pub fn open(db: Arc<Database>) -> Result<Self, StoreError> {
+        let tree = db.sled().open_tree("state")?;
+        Ok(Self { db, tree, gate: Arc::default() })
     }
 
     /// Holds off readers (see `gate`). A poisoned lock guards no data of
@@ -128,10 +133,13 @@ impl Store {
         self.gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes everything written so far durable (sled flushes the whole db).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.tree.flush()?;
-        Ok(())
+    /// Makes the applied state durable as it is now. Readers wait
+    /// meanwhile (even a sled read can write: it may consolidate a page);
+    /// the caller is the state machine between two applies, or a node whose
+    /// Raft has stopped, so nothing else writes.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let _quiet = self.replacing();
+        self.db.checkpoint()
     }
 
     /// The room called `name`, if it exists.
@@ -215,5 +223,14 @@ impl Store {
 
     pub(crate) fn tree(&self) -> &sled::Tree {
         &self.tree
+    }
+
+    /// An empty store in a temporary directory, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn scratch() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::TempDir::new().expect("temporary directory");
+        let db = Database::open(&dir.path().join(database::DIR), 16 << 20).expect("open sled");
+        let store = Store::open(Arc::new(db)).expect("open store");
+        (dir, store)
     }
 }

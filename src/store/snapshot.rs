@@ -6,11 +6,12 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use super::{Store, StoreError};
+use crate::durable;
 
 /// Records per sled batch while loading: bounds memory during install.
 const LOAD_BATCH: usize = 4096;
 
-/// Writes `header` and every record of `store` to `path`, and fsyncs it.
+/// Writes `header` and every record of `store` to `path`, and syncs it.
 pub fn dump(store: &Store, header: &[u8], path: &Path) -> Result<u64, StoreError> {
     let file = std::fs::File::create(path)?;
     let mut out = BufWriter::new(file);
@@ -23,15 +24,16 @@ pub fn dump(store: &Store, header: &[u8], path: &Path) -> Result<u64, StoreError
         records += 1;
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    durable::sync_data(&file)?;
     Ok(records)
 }
 
-/// Replaces the whole content of `store` with the records in `path`, and
-/// flushes it to disk. Readers wait meanwhile.
+/// Replaces the whole content of `store` with the records in `path`.
+/// Readers wait meanwhile.
 ///
-/// Not atomic on disk: the caller marks the install as in progress before
-/// calling, and repeats it after a crash.
+/// Neither atomic nor durable: the caller marks the install as in progress
+/// before calling, checkpoints the store after, and repeats the install
+/// after a crash in between.
 pub fn load(store: &Store, path: &Path) -> Result<u64, StoreError> {
     let _replacing = store.replacing();
     let tree = store.tree();
@@ -53,13 +55,7 @@ pub fn load(store: &Store, path: &Path) -> Result<u64, StoreError> {
         }
     }
     tree.apply_batch(batch)?;
-    store.flush()?;
     Ok(records)
-}
-
-/// fsyncs a directory, so that renames and removals in it are durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The header frame of the snapshot file at `path`.
