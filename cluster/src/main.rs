@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use checker::{Histories, Kind, Violation};
 use nemesis::{Fault, Injected, Nemesis};
-use target::Target;
+use target::{LocalOptions, Target};
 use workload::{Outcome, PublishOp, Settings, Workload};
 
 /// Nodes must agree this soon after the faults heal.
@@ -43,9 +43,18 @@ struct Args {
     /// printed so the run can be repeated).
     #[arg(long)]
     seed: Option<u64>,
-    /// Faults to inject: kill, pause, partition, restart-all, membership.
+    /// Faults to inject: kill, pause, partition, restart-all, membership,
+    /// powercut.
     #[arg(long, default_value = "kill,pause", value_delimiter = ',')]
     faults: Vec<String>,
+    /// Run the local nodes with `--unsafe-no-fsync`: a `powercut` run must
+    /// then report lost writes (it proves the checker catches them).
+    #[arg(long)]
+    unsafe_no_fsync: bool,
+    /// Extra `synap serve` argument for every local node (repeatable), e.g.
+    /// `--node-arg=--snapshot-every=500`.
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
     /// Publisher tasks (half publish with ids and retry).
     #[arg(long, default_value_t = 6)]
     publishers: usize,
@@ -85,8 +94,13 @@ async fn run(args: Args) -> Result<bool, String> {
     for name in &args.faults {
         faults.push(Fault::parse(name)?);
     }
+    let mut node_args = args.node_args.clone();
+    if args.unsafe_no_fsync {
+        node_args.push("--unsafe-no-fsync".into());
+    }
+    let local = LocalOptions { power_cuts: faults.contains(&Fault::PowerCut), node_args };
     let mut target = match args.target.as_str() {
-        "local" => Target::local(args.binary.clone().unwrap_or_else(default_binary), args.nodes)?,
+        "local" => Target::local(args.binary.clone().unwrap_or_else(default_binary), args.nodes, local)?,
         "compose" => Target::compose(args.nodes)?,
         other => return Err(format!("unknown target '{other}' (local, compose)")),
     };
@@ -94,6 +108,10 @@ async fn run(args: Args) -> Result<bool, String> {
     if faults.contains(&Fault::Partition) && !target.can_partition() {
         println!("partition: the local target has no network control (all nodes share 127.0.0.1); skipped");
         faults.retain(|f| *f != Fault::Partition);
+    }
+    if faults.contains(&Fault::PowerCut) && !target.can_cut_power() {
+        println!("powercut: needs the local target (data directories on power-cut disks); skipped");
+        faults.retain(|f| *f != Fault::PowerCut);
     }
     if faults.contains(&Fault::Membership) && !target.can_change_membership() {
         println!("membership: not available on the compose target (fixed services); skipped");

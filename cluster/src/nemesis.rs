@@ -21,6 +21,9 @@ pub enum Fault {
     RestartAll,
     /// Add a node (join), or remove the one added last.
     Membership,
+    /// Cut the power of one node, or of every node at once (local target):
+    /// kill -9, drop every unsynced write, restart on what survived.
+    PowerCut,
 }
 
 impl Fault {
@@ -32,7 +35,10 @@ impl Fault {
             "partition" => Ok(Fault::Partition),
             "restart-all" => Ok(Fault::RestartAll),
             "membership" => Ok(Fault::Membership),
-            other => Err(format!("unknown fault '{other}' (kill, pause, partition, restart-all, membership)")),
+            "powercut" => Ok(Fault::PowerCut),
+            other => {
+                Err(format!("unknown fault '{other}' (kill, pause, partition, restart-all, membership, powercut)"))
+            }
         }
     }
 
@@ -44,6 +50,7 @@ impl Fault {
             Fault::Partition => "partition",
             Fault::RestartAll => "restart-all",
             Fault::Membership => "membership",
+            Fault::PowerCut => "powercut",
         }
     }
 }
@@ -68,6 +75,8 @@ pub struct Nemesis {
     /// Voters the cluster should have (membership changes this).
     pub members: Vec<u64>,
     added: Vec<u64>,
+    /// Whether a power cut has taken the whole cluster down yet.
+    cut_whole_cluster: bool,
 }
 
 /// Asks the nodes who leads; `None` if no running node knows.
@@ -86,7 +95,7 @@ pub async fn leader(target: &Target) -> Option<u64> {
 impl Nemesis {
     /// A schedule over `faults`, reproducible from `seed`.
     pub fn new(faults: Vec<Fault>, seed: u64, members: Vec<u64>) -> Self {
-        Self { faults, rng: SmallRng::seed_from_u64(seed), members, added: Vec::new() }
+        Self { faults, rng: SmallRng::seed_from_u64(seed), members, added: Vec::new(), cut_whole_cluster: false }
     }
 
     /// Injects one fault, holds it, heals it. Returns what was done.
@@ -144,6 +153,27 @@ impl Nemesis {
                 "all nodes".to_owned()
             }
             Fault::Membership => self.change_membership(target).await?,
+            Fault::PowerCut => {
+                // The first cut, and half of the others, take the whole
+                // cluster down at once: then no node's memory can make up
+                // for another's disk.
+                let whole_cluster = !self.cut_whole_cluster || self.rng.random_bool(0.5);
+                self.cut_whole_cluster = true;
+                if whole_cluster {
+                    let running: Vec<usize> = (0..target.nodes.len()).filter(|&i| target.nodes[i].up).collect();
+                    target.cut_power(&running)?;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let members = self.members.clone();
+                    target.heal(&members)?;
+                    "all nodes".to_owned()
+                } else {
+                    let Some(i) = pick(&mut self.rng) else { return Ok(None) };
+                    target.cut_power(&[i])?;
+                    tokio::time::sleep(hold).await;
+                    target.start(i)?;
+                    format!("node {}", target.nodes[i].id)
+                }
+            }
         };
         Ok(Some(Injected { fault, what, at, held: started.elapsed().as_secs_f64() - at }))
     }

@@ -2,6 +2,8 @@
 //! local `synap` processes, or the compose cluster's containers.
 
 use std::path::PathBuf;
+
+use synap_chaos::powercut::PowerDisk;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,17 @@ pub struct Node {
     pub paused: bool,
     /// Whether it is cut off the network (compose only).
     pub partitioned: bool,
+    /// Local target with power cuts: the disk under its data directory.
+    disk: Option<PowerDisk>,
+}
+
+/// How to run the local nodes.
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    /// Put each node's data directory on a power-cut disk.
+    pub power_cuts: bool,
+    /// Extra `synap serve` arguments for every node.
+    pub node_args: Vec<String>,
 }
 
 /// The cluster under test.
@@ -33,7 +46,7 @@ pub struct Target {
 }
 
 enum Kind {
-    Local { binary: PathBuf, dir: tempfile::TempDir, secret: String },
+    Local { binary: PathBuf, dir: tempfile::TempDir, secret: String, options: LocalOptions },
     Compose { network: String },
 }
 
@@ -52,13 +65,13 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
 
 impl Target {
     /// Starts `n` local nodes of `binary` on free ports of 127.0.0.1.
-    pub fn local(binary: PathBuf, n: usize) -> Result<Self, String> {
+    pub fn local(binary: PathBuf, n: usize, options: LocalOptions) -> Result<Self, String> {
         let dir = tempfile::TempDir::new().map_err(|e| e.to_string())?;
         let secret = format!("chaos-{}", std::process::id());
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
         let peers: Vec<String> =
             ports.iter().enumerate().map(|(i, p)| format!("{}=http://127.0.0.1:{p}", i + 1)).collect();
-        let mut target = Target { nodes: Vec::new(), kind: Kind::Local { binary, dir, secret } };
+        let mut target = Target { nodes: Vec::new(), kind: Kind::Local { binary, dir, secret, options } };
         for (i, port) in ports.iter().enumerate() {
             let node = target.local_node(i as u64 + 1, *port, vec!["--peers".into(), peers.join(",")])?;
             target.nodes.push(node);
@@ -70,7 +83,15 @@ impl Target {
     }
 
     fn local_node(&self, id: u64, port: u16, extra: Vec<String>) -> Result<Node, String> {
-        let Kind::Local { dir, secret, .. } = &self.kind else { return Err("not a local target".into()) };
+        let Kind::Local { dir, secret, options, .. } = &self.kind else { return Err("not a local target".into()) };
+        let (disk, data_dir) = if options.power_cuts {
+            let mount = dir.path().join(format!("disk{id}"));
+            std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
+            let disk = PowerDisk::mount(&mount).map_err(|e| format!("mounting a power-cut disk at {}: {e}", mount.display()))?;
+            (Some(disk), mount.join("data"))
+        } else {
+            (None, dir.path().join(format!("node{id}")))
+        };
         let mut args = vec![
             "serve".to_owned(),
             "--id".into(),
@@ -78,11 +99,12 @@ impl Target {
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--data-dir".into(),
-            dir.path().join(format!("node{id}")).display().to_string(),
+            data_dir.display().to_string(),
             "--cluster-secret".into(),
             secret.clone(),
         ];
         args.extend(extra);
+        args.extend(options.node_args.iter().cloned());
         Ok(Node {
             id,
             url: format!("http://127.0.0.1:{port}"),
@@ -93,6 +115,7 @@ impl Target {
             up: false,
             paused: false,
             partitioned: false,
+            disk,
         })
     }
 
@@ -110,6 +133,7 @@ impl Target {
                 up: true,
                 paused: false,
                 partitioned: false,
+                disk: None,
             })
             .collect();
         Ok(Target { nodes, kind: Kind::Compose { network: "synap-net".into() } })
@@ -126,6 +150,11 @@ impl Target {
     /// Whether network partitions can be made here.
     pub fn can_partition(&self) -> bool {
         matches!(self.kind, Kind::Compose { .. })
+    }
+
+    /// Whether power can be cut here (local nodes on power-cut disks).
+    pub fn can_cut_power(&self) -> bool {
+        self.nodes.iter().any(|n| n.disk.is_some())
     }
 
     /// Whether nodes can be added and removed here.
@@ -176,6 +205,35 @@ impl Target {
         }
         node.up = false;
         node.paused = false;
+        Ok(())
+    }
+
+    /// Cuts the power of nodes `which` at once: kills each (`kill -9`),
+    /// then drops from each disk everything that was not synced. They stay
+    /// down until [`Target::start`].
+    pub fn cut_power(&mut self, which: &[usize]) -> Result<(), String> {
+        let mut dead = Vec::new();
+        for &i in which {
+            let node = &mut self.nodes[i];
+            if node.disk.is_none() {
+                return Err(format!("node {} is not on a power-cut disk", node.id));
+            }
+            if let Some(mut child) = node.process.take() {
+                dead.push(child.id());
+                if node.paused {
+                    let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            node.up = false;
+            node.paused = false;
+        }
+        for &i in which {
+            if let Some(disk) = &self.nodes[i].disk {
+                disk.cut(&dead);
+            }
+        }
         Ok(())
     }
 
