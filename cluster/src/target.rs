@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use synap_chaos::powercut::PowerDisk;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use synap_chaos::powercut::PowerDisk;
 
 /// How to reach and hurt one node.
 pub struct Node {
@@ -87,7 +87,8 @@ impl Target {
         let (disk, data_dir) = if options.power_cuts {
             let mount = dir.path().join(format!("disk{id}"));
             std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
-            let disk = PowerDisk::mount(&mount).map_err(|e| format!("mounting a power-cut disk at {}: {e}", mount.display()))?;
+            let disk = PowerDisk::mount(&mount)
+                .map_err(|e| format!("mounting a power-cut disk at {}: {e}", mount.display()))?;
             (Some(disk), mount.join("data"))
         } else {
             (None, dir.path().join(format!("node{id}")))

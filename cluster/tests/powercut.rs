@@ -154,10 +154,8 @@ struct Node {
 impl Node {
     fn new(disk: &PowerDisk, logs: &Path, extra: &[&str]) -> Self {
         let port = free_port();
-        let mut args: Vec<String> = ["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let mut args: Vec<String> =
+            ["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"].into_iter().map(String::from).collect();
         args.push(disk.path().join("node").display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
         Self { args, log: logs.join("node.log"), child: None, url: format!("http://127.0.0.1:{port}") }

@@ -28,11 +28,11 @@ use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 
 use super::{Entry, LogId, Node, NodeId, StorageError, TypeConfig};
-use crate::{codec, durable};
 use crate::command::Reply;
 use crate::command::Request;
 use crate::hub::Hub;
 use crate::store::{snapshot, Applier, ApplyBatch, Store, StoreError};
+use crate::{codec, durable};
 
 const KEY_LAST_APPLIED: &[u8] = b"m:last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"m:membership";

@@ -101,7 +101,15 @@ fn perm(mode: u32, umask: u32) -> u16 {
 }
 
 impl PowerFs {
-    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, kind: Kind, mode: u32, umask: u32) -> Result<Attr, Errno> {
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        kind: Kind,
+        mode: u32,
+        umask: u32,
+    ) -> Result<Attr, Errno> {
         let mut disk = self.disk(req)?;
         disk.create(parent.0, name, kind, perm(mode, umask), req.uid(), req.gid()).map_err(errno)
     }
@@ -155,7 +163,16 @@ impl Filesystem for PowerFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
             return reply.error(Errno::EOPNOTSUPP);
         }
@@ -337,7 +354,13 @@ impl Filesystem for PowerFs {
         match self.make(req, parent, name, Kind::File, mode, umask) {
             Ok(attr) => {
                 self.shared.disk().opened(attr.ino);
-                reply.created(&NO_CACHE, &file_attr(attr), Generation(0), FileHandle(attr.ino), FopenFlags::FOPEN_DIRECT_IO)
+                reply.created(
+                    &NO_CACHE,
+                    &file_attr(attr),
+                    Generation(0),
+                    FileHandle(attr.ino),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                )
             }
             Err(e) => reply.error(e),
         }

@@ -354,7 +354,8 @@ impl SegmentLog {
             durable::sync_data(&active.file).map_err(io_at(&active.path))?;
         }
         let path = segment_path(&self.dir, first);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io_at(&path))?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).map_err(io_at(&path))?;
         durable::sync_dir(&self.dir).map_err(io_at(&self.dir))?;
         self.segments.push(Segment { first, path, file: Arc::new(file), offsets: Vec::new(), len: 0 });
         Ok(())
