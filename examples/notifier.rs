@@ -13,7 +13,7 @@
 
 use std::ops::ControlFlow;
 
-use synap::client::{Client, From, Received, SubscribeOptions};
+use synap::client::{Client, Received, StartAt, SubscribeOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), synap::client::ClientError> {
@@ -32,7 +32,7 @@ async fn main() -> Result<(), synap::client::ClientError> {
         tokio::spawn(async move {
             let options = SubscribeOptions { types: Some("user.registered,order.created,payment.completed".into()) };
             client
-                .subscribe("system-events", From::Offset(0), options, |received| match received {
+                .subscribe("system-events", StartAt::Offset(0), options, |received| match received {
                     Received::Event(event) => match tx.send(event) {
                         Ok(()) => ControlFlow::Continue(()),
                         Err(_) => ControlFlow::Break(()),

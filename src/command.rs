@@ -27,7 +27,7 @@ pub struct NewEvent {
     /// Target room.
     pub room: String,
     /// Event type, e.g. `user.registered`.
-    pub event: String,
+    pub event_type: String,
     /// JSON text of the payload.
     pub data: String,
     /// JSON text of a metadata object, if any.

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod api;
+pub mod base_url;
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -33,6 +34,9 @@ pub mod durable;
 pub mod filter;
 pub mod hub;
 pub mod node;
+pub mod peer;
+pub mod protocol;
 pub mod raft;
 pub mod server;
+pub mod service;
 pub mod store;

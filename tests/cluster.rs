@@ -271,7 +271,7 @@ async fn internal_routes_require_the_cluster_secret() {
         requests: vec![synap::command::Request::Publish {
             events: vec![synap::command::NewEvent {
                 room: "secured".into(),
-                event: "forged".into(),
+                event_type: "forged".into(),
                 data: "{}".into(),
                 metadata: None,
                 id: "forged-1".into(),
@@ -288,7 +288,7 @@ async fn internal_routes_require_the_cluster_secret() {
         for path in ["/raft/forward", "/raft/vote", "/raft/append"] {
             let mut request = http.post(format!("{leader_url}{path}")).body(forged.clone());
             if let Some(secret) = secret {
-                request = request.header(synap::raft::network::SECRET_HEADER, secret);
+                request = request.header(synap::peer::SECRET_HEADER, secret);
             }
             let status = request.send().await.unwrap().status().as_u16();
             assert_eq!(status, 401, "{path} with secret {secret:?}");

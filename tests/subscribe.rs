@@ -10,7 +10,7 @@ use common::*;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use synap::client::{Client, From, Received, SubscribeOptions};
+use synap::client::{Client, Received, StartAt, SubscribeOptions};
 use tokio_tungstenite::tungstenite::Message;
 
 const READY: Duration = Duration::from_secs(30);
@@ -223,7 +223,7 @@ async fn the_client_library_resumes_on_another_node_when_its_node_dies() {
     const TOTAL: usize = 600;
     let task = tokio::spawn(async move {
         subscriber
-            .subscribe("failover", From::Offset(0), SubscribeOptions::default(), |r| {
+            .subscribe("failover", StartAt::Offset(0), SubscribeOptions::default(), |r| {
                 let mut all = sink.lock().unwrap();
                 if let Received::Event(e) = r {
                     all.push(e);

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use synap::client::{Client, From, Received, SubscribeOptions};
+use synap::client::{Client, Received, StartAt, SubscribeOptions};
 
 /// How a publish ended, as far as the client can know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +256,7 @@ async fn ws_subscriber(urls: Vec<String>, room: String, log: Arc<Mutex<Subscribe
     let client = Client::cluster(&urls);
     let sink = log.clone();
     let result = client
-        .subscribe(&room, From::Offset(0), SubscribeOptions::default(), move |received| {
+        .subscribe(&room, StartAt::Offset(0), SubscribeOptions::default(), move |received| {
             match received {
                 Received::Event(event) => {
                     let value = serde_json::to_value(&event).unwrap_or(Value::Null);

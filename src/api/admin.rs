@@ -3,11 +3,12 @@
 //! whichever node they like.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -17,7 +18,9 @@ use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::input;
 use super::AppState;
+use crate::base_url::BaseUrl;
 use crate::node::cluster::{AdminError, ClusterStatus};
+use crate::peer::Lane;
 use crate::raft::NodeId;
 
 /// `GET /admin/cluster`
@@ -30,7 +33,7 @@ pub async fn status(caller: Caller, State(app): State<AppState>) -> Result<Json<
 #[serde(deny_unknown_fields)]
 struct InitBody {
     #[serde(default)]
-    members: Option<BTreeMap<NodeId, String>>,
+    members: Option<BTreeMap<NodeId, BaseUrl>>,
 }
 
 /// `POST /admin/cluster/init`: initialise with the given members, or with
@@ -69,6 +72,29 @@ struct VoterBody {
     id: NodeId,
 }
 
+/// An admin request as it arrived, for the leader if this node is not it.
+struct Relay<'a> {
+    method: Method,
+    path: String,
+    headers: &'a HeaderMap,
+    body: Bytes,
+}
+
+/// The answer to a membership change made here (`answer` of its log
+/// index), or the leader's answer to the same request when this node does
+/// not lead.
+async fn done_or_relayed(
+    app: &AppState,
+    outcome: Result<u64, AdminError>,
+    relay: Relay<'_>,
+    answer: impl FnOnce(u64) -> serde_json::Value,
+) -> Result<Response, ApiError> {
+    match outcome {
+        Err(AdminError::NotLeader(leader)) => relay_to_leader(app, leader, relay).await,
+        other => Ok(Json(answer(other?)).into_response()),
+    }
+}
+
 /// `POST /admin/cluster/learners` `{"id","url"}`: returns once the learner
 /// has caught up.
 pub async fn add_learner(
@@ -80,15 +106,11 @@ pub async fn add_learner(
     caller.require(Action::Admin, None)?;
     let body = body?;
     let learner: LearnerBody = input::json(&body)?;
-    if !(learner.url.starts_with("http://") || learner.url.starts_with("https://")) {
-        return Err(ApiError::bad_request("url must be an http:// or https:// base URL"));
-    }
-    match app.node.add_learner(learner.id, &learner.url).await {
-        Err(AdminError::NotLeader(leader)) => {
-            relay(&app, leader, Method::POST, "/admin/cluster/learners", &headers, body).await
-        }
-        other => Ok(Json(json!({ "added": learner.id, "log_index": other? })).into_response()),
-    }
+    let url = BaseUrl::parse(&learner.url)
+        .map_err(|_| ApiError::bad_request("url must be an http:// or https:// base URL"))?;
+    let outcome = app.node.add_learner(learner.id, &url).await;
+    let relay = Relay { method: Method::POST, path: "/admin/cluster/learners".into(), headers: &headers, body };
+    done_or_relayed(&app, outcome, relay, |index| json!({ "added": learner.id, "log_index": index })).await
 }
 
 /// `POST /admin/cluster/voters` `{"id"}`: promotes a learner.
@@ -101,12 +123,9 @@ pub async fn promote(
     caller.require(Action::Admin, None)?;
     let body = body?;
     let voter: VoterBody = input::json(&body)?;
-    match app.node.promote(voter.id).await {
-        Err(AdminError::NotLeader(leader)) => {
-            relay(&app, leader, Method::POST, "/admin/cluster/voters", &headers, body).await
-        }
-        other => Ok(Json(json!({ "promoted": voter.id, "log_index": other? })).into_response()),
-    }
+    let outcome = app.node.promote(voter.id).await;
+    let relay = Relay { method: Method::POST, path: "/admin/cluster/voters".into(), headers: &headers, body };
+    done_or_relayed(&app, outcome, relay, |index| json!({ "promoted": voter.id, "log_index": index })).await
 }
 
 /// `DELETE /admin/cluster/members/{id}`
@@ -118,36 +137,38 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     caller.require(Action::Admin, None)?;
     let Path(id) = path?;
-    match app.node.remove(id).await {
-        Err(AdminError::NotLeader(leader)) => {
-            let path = format!("/admin/cluster/members/{id}");
-            relay(&app, leader, Method::DELETE, &path, &headers, Bytes::new()).await
-        }
-        other => Ok(Json(json!({ "removed": id, "log_index": other? })).into_response()),
-    }
+    let outcome = app.node.remove(id).await;
+    let relay = Relay {
+        method: Method::DELETE,
+        path: format!("/admin/cluster/members/{id}"),
+        headers: &headers,
+        body: Bytes::new(),
+    };
+    done_or_relayed(&app, outcome, relay, |index| json!({ "removed": id, "log_index": index })).await
 }
 
 /// Sends the same admin request to the leader and passes its answer back,
 /// once this node has applied the change too (so that a status read here
 /// right after shows it).
-async fn relay(
+async fn relay_to_leader(
     app: &AppState,
-    leader: Option<(NodeId, String)>,
-    method: Method,
-    path: &str,
-    headers: &HeaderMap,
-    body: Bytes,
+    leader: Option<(NodeId, BaseUrl)>,
+    relay: Relay<'_>,
 ) -> Result<Response, ApiError> {
     let Some((leader, url)) = leader.filter(|(id, _)| *id != app.node.id()) else {
         return Err(ApiError::unavailable("no leader elected; try again"));
     };
-    let mut request = app.http.request(method, format!("{url}{path}")).header("content-type", "application/json");
+    let mut request = app
+        .peers
+        .request(Lane::Public, relay.method, &url, &relay.path)
+        .timeout(RELAY_TIMEOUT)
+        .header(header::CONTENT_TYPE, "application/json");
     // The leader checks the same key.
-    if let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) {
-        request = request.header(axum::http::header::AUTHORIZATION, authorization.clone());
+    if let Some(authorization) = relay.headers.get(header::AUTHORIZATION) {
+        request = request.header(header::AUTHORIZATION, authorization.clone());
     }
     let response = request
-        .body(body)
+        .body(relay.body)
         .send()
         .await
         .map_err(|e| ApiError::unavailable(format!("cannot reach leader {leader}: {e}")))?;
@@ -158,5 +179,9 @@ async fn relay(
         let deadline = tokio::time::Instant::now() + app.node.config.write_timeout;
         app.node.wait_applied(index, deadline).await?;
     }
-    Ok((status, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response())
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
+
+/// How long a relayed admin request may take: adding a learner waits until
+/// it has caught up.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(300);

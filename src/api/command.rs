@@ -12,13 +12,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::auth::{self, Action, Caller};
 use super::error::ApiError;
-use super::stream::{self, PageRequest};
-use super::{input, kv, AppState};
+use super::event_json::{consume_json, page_json};
+use super::input::{self, EventParts, KvSetBody};
+use super::stream;
+use super::AppState;
+use crate::service::{Consistency, PageRequest};
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -29,10 +33,38 @@ struct Envelope {
     payload: Value,
 }
 
-fn answer(status: StatusCode, request_id: Value, result: Result<Value, String>) -> Response {
-    let body = match result {
-        Ok(payload) => json!({ "success": true, "request_id": request_id, "payload": payload, "error": null }),
-        Err(error) => json!({ "success": false, "request_id": request_id, "payload": null, "error": error }),
+/// What a command answers: a value, or JSON text rendered elsewhere (pages
+/// of events, whose payloads are stored as text and never re-parsed).
+enum Payload {
+    Value(Value),
+    Text(String),
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    success: bool,
+    request_id: &'a Value,
+    payload: Option<&'a RawValue>,
+    error: Option<&'a str>,
+}
+
+fn answer(status: StatusCode, request_id: &Value, result: Result<Payload, String>) -> Response {
+    let text = match &result {
+        Ok(Payload::Value(value)) => Some(value.to_string()),
+        Ok(Payload::Text(text)) => Some(text.clone()),
+        Err(_) => None,
+    };
+    // Our own rendering is valid JSON; if it were not, say so rather than
+    // send a broken envelope.
+    let raw = match text.map(RawValue::from_string).transpose() {
+        Ok(raw) => raw,
+        Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, request_id, Err(format!("bad rendering: {e}"))),
+    };
+    let body = Answer {
+        success: result.is_ok(),
+        request_id,
+        payload: raw.as_deref(),
+        error: result.as_ref().err().map(String::as_str),
     };
     (status, Json(body)).into_response()
 }
@@ -57,16 +89,16 @@ pub async fn command(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(e) => return answer(e.status(), Value::Null, Err(format!("cannot read body: {}", e.body_text()))),
+        Err(e) => return answer(e.status(), &Value::Null, Err(format!("cannot read body: {}", e.body_text()))),
     };
     let envelope: Envelope = match serde_json::from_slice(&body) {
         Ok(envelope) => envelope,
         Err(e) => {
             let message = format!("not a command request {{\"command\",\"request_id\",\"payload\"}}: {e}");
-            return answer(StatusCode::BAD_REQUEST, Value::Null, Err(message));
+            return answer(StatusCode::BAD_REQUEST, &Value::Null, Err(message));
         }
     };
-    let request_id = envelope.request_id.clone();
+    let request_id = &envelope.request_id;
     let caller = match caller {
         Ok(caller) => caller,
         Err(e) => return answer(e.status, request_id, Err(e.message)),
@@ -124,28 +156,36 @@ struct KeyPayload {
     consistency: Option<String>,
 }
 
-fn room_config(p: &RoomPayload) -> Result<crate::command::RoomConfig, ApiError> {
-    let body = json!({ "max_events": p.max_events, "max_age_secs": p.max_age_secs }).to_string();
-    input::RoomConfigBody::parse(body.as_bytes())
+impl KeyPayload {
+    fn checked(self) -> Result<(String, Consistency), ApiError> {
+        input::kv_key(&self.key)?;
+        Ok((self.key, input::consistency(self.consistency.as_deref())?))
+    }
 }
 
-async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Result<Value, ApiError> {
-    match command {
+async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Result<Payload, ApiError> {
+    let value = match command {
         "stream.create" | "stream.get_or_create" => {
             let p: RoomPayload = payload(command, body)?;
             input::room_name(&p.room)?;
             caller.require(Action::Publish, Some(&p.room))?;
-            let (created, _) =
-                stream::create(app, &p.room, room_config(&p)?, command == "stream.get_or_create").await?;
-            Ok(json!({ "room": p.room, "created": created }))
+            let config = input::room_config(p.max_events, p.max_age_secs)?;
+            let created = if command == "stream.create" {
+                app.rooms.create(&p.room, config).await.map(|_| true)?
+            } else {
+                app.rooms.get_or_create(&p.room, config).await?.0
+            };
+            json!({ "room": p.room, "created": created })
         }
         "stream.publish" => {
             let p: PublishPayload = payload(command, body)?;
             input::room_name(&p.room)?;
             caller.require(Action::Publish, Some(&p.room))?;
-            let event = json!({ "event": p.event, "data": p.data, "metadata": p.metadata, "id": p.id }).to_string();
-            let published = stream::publish_one(app, &p.room, event.as_bytes()).await?;
-            Ok(stream::published_json(&published))
+            let (data, metadata) = (p.data.to_string(), p.metadata.map(|m| m.to_string()));
+            let event = EventParts { event_type: p.event, data: &data, metadata: metadata.as_deref(), id: p.id };
+            let event = event.into_new_event(&p.room, app.node.config.max_event_bytes)?;
+            let published = app.rooms.publish_one(event).await?;
+            serde_json::to_value(published).map_err(|e| ApiError::internal(e.to_string()))?
         }
         "stream.consume" | "stream.history" => {
             let p: ReadPayload = payload(command, body)?;
@@ -156,23 +196,23 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
             caller.require(Action::Subscribe, Some(&p.room))?;
             let request = PageRequest {
                 from_offset: p.from_offset.unwrap_or(0),
-                limit: p.limit,
-                types: p.types,
-                consistency: None,
+                limit: input::page_limit(p.limit),
+                filter: input::type_filter(p.types.as_deref())?,
+                consistency: Consistency::Local,
             };
-            let (meta, page) = stream::read_page(app, &p.room, &request).await?;
+            let read = app.rooms.read_page(&p.room, &request).await?;
             let text = if command == "stream.consume" {
-                stream::consume_json(&p.room, &meta, &page)
+                consume_json(&p.room, &read.info, &read.page)
             } else {
-                stream::page_json(&p.room, &meta, &page)
+                page_json(&p.room, &read.info, &read.page)
             };
-            serde_json::from_str(&text).map_err(|e| ApiError::internal(e.to_string()))
+            return Ok(Payload::Text(text));
         }
         "stream.stats" => {
             let p: RoomPayload = payload(command, body)?;
             input::room_name(&p.room)?;
             caller.require(Action::Subscribe, Some(&p.room))?;
-            let stats = stream::room_stats(app, &p.room)?;
+            let stats = app.rooms.stats(&p.room)?;
             // Our fields, plus the names the SDKs' stats types read.
             let mut value = serde_json::to_value(&stats).map_err(|e| ApiError::internal(e.to_string()))?;
             // (`room` doubles as the Rust SDK's `name`: it reads either, and
@@ -182,44 +222,49 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
             value["total_published"] = json!(stats.published_total);
             value["total_consumed"] = json!(0);
             value["subscriber_count"] = json!(stats.subscribers);
-            Ok(value)
+            value
         }
         "stream.list" => {
             let rooms = stream::visible_rooms(app, caller)?;
-            Ok(json!({ "rooms": rooms, "count": rooms.len() }))
+            json!({ "rooms": rooms, "count": rooms.len() })
         }
         "stream.delete" => {
             let p: RoomPayload = payload(command, body)?;
             input::room_name(&p.room)?;
             caller.require(Action::Admin, Some(&p.room))?;
-            stream::delete(app, &p.room).await?;
-            Ok(json!({ "deleted": true, "room": p.room }))
+            app.rooms.delete(&p.room).await?;
+            json!({ "deleted": true, "room": p.room })
         }
         "kv.set" => {
             caller.require(Action::Publish, None)?;
-            let p: kv::SetBody = payload(command, body)?;
-            let written = kv::set(app, p).await?;
-            Ok(json!({ "written": written }))
+            let p: KvSetBody = payload(command, body)?;
+            let set = p.validate(app.node.config.max_event_bytes)?;
+            json!({ "written": app.kv.set(&set.key, set.value, set.ttl, set.nx).await? })
         }
         "kv.get" => {
             caller.require(Action::Subscribe, None)?;
-            let p: KeyPayload = payload(command, body)?;
+            let (key, consistency) = payload::<KeyPayload>(command, body)?.checked()?;
             // The bare value (or null): what both SDKs decode.
-            Ok(kv::get(app, &p.key, p.consistency.as_deref()).await?.map_or(Value::Null, Value::String))
+            app.kv.get(&key, consistency).await?.map_or(Value::Null, Value::String)
         }
         "kv.exists" => {
             caller.require(Action::Subscribe, None)?;
-            let p: KeyPayload = payload(command, body)?;
-            Ok(json!({ "exists": kv::get(app, &p.key, p.consistency.as_deref()).await?.is_some() }))
+            let (key, consistency) = payload::<KeyPayload>(command, body)?.checked()?;
+            json!({ "exists": app.kv.get(&key, consistency).await?.is_some() })
         }
         "kv.del" | "kv.delete" => {
             caller.require(Action::Publish, None)?;
             let p: KeyPayload = payload(command, body)?;
-            Ok(json!({ "deleted": kv::delete(app, &p.key).await? }))
+            input::kv_key(&p.key)?;
+            json!({ "deleted": app.kv.delete(&p.key).await? })
         }
-        other => Err(ApiError::bad_request(format!(
-            "unknown command '{other}'; known: stream.create, stream.get_or_create, stream.publish, stream.consume, \
-             stream.history, stream.stats, stream.list, stream.delete, kv.set, kv.get, kv.del, kv.delete, kv.exists"
-        ))),
-    }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown command '{other}'; known: stream.create, stream.get_or_create, stream.publish, \
+                 stream.consume, stream.history, stream.stats, stream.list, stream.delete, kv.set, kv.get, kv.del, \
+                 kv.delete, kv.exists"
+            )))
+        }
+    };
+    Ok(Payload::Value(value))
 }

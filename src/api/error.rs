@@ -5,9 +5,14 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+
 use crate::command::Rejection;
+use crate::hub::SubscribeError;
 use crate::node::cluster::AdminError;
 use crate::node::WriteError;
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 /// An error answer. 4xx is the client's input, 5xx the cluster.
@@ -23,6 +28,16 @@ impl ApiError {
     /// 400 with `message`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+
+    /// 401 with `message`: no key, or an unknown one.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, message: message.into() }
+    }
+
+    /// 403 with `message`: a known key without the permission.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, message: message.into() }
     }
 
     /// 404 with `message`.
@@ -91,20 +106,96 @@ impl From<AdminError> for ApiError {
     }
 }
 
-impl From<axum::extract::rejection::QueryRejection> for ApiError {
-    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Rejected(rejection) => rejection.into(),
+            ServiceError::Write(e) => e.into(),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Subscribe(e) => e.into(),
+            ServiceError::Unexpected { .. } => {
+                tracing::error!("{e}");
+                Self::internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::TooMany(_) => Self::unavailable(e.to_string()),
+            SubscribeError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
         Self::bad_request(format!("invalid query: {}", e.body_text()))
     }
 }
 
-impl From<axum::extract::rejection::BytesRejection> for ApiError {
-    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
         Self { status: e.status(), message: format!("cannot read body: {}", e.body_text()) }
     }
 }
 
-impl From<axum::extract::rejection::PathRejection> for ApiError {
-    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
         Self::bad_request(format!("invalid path: {}", e.body_text()))
+    }
+}
+
+impl From<WebSocketUpgradeRejection> for ApiError {
+    fn from(e: WebSocketUpgradeRejection) -> Self {
+        Self { status: e.status(), message: format!("not a WebSocket upgrade: {}", e.body_text()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+
+    use super::*;
+
+    async fn answer(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap_or("").to_owned());
+        let body = to_bytes(response.into_body(), 1 << 16).await.unwrap_or_default();
+        (status, retry, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn errors_render_as_json_with_their_code() {
+        let (status, retry, body) = answer(ApiError::not_found("room 'x' does not exist")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(retry, None);
+        assert_eq!(body, serde_json::json!({ "error": "room 'x' does not exist", "code": 404 }));
+    }
+
+    #[tokio::test]
+    async fn every_503_says_when_to_retry() {
+        let (status, retry, body) = answer(ApiError::unavailable("no leader")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["code"], 503);
+    }
+
+    #[test]
+    fn rejections_map_to_conflict_and_not_found() {
+        assert_eq!(ApiError::from(Rejection::RoomExists("a".into())).status, StatusCode::CONFLICT);
+        assert_eq!(ApiError::from(Rejection::RoomNotFound("a".into())).status, StatusCode::NOT_FOUND);
+        let rejected = ApiError::from(ServiceError::Rejected(Rejection::RoomNotFound("a".into())));
+        assert_eq!((rejected.status, rejected.message.as_str()), (StatusCode::NOT_FOUND, "room 'a' does not exist"));
+    }
+
+    #[test]
+    fn a_full_node_is_unavailable_not_an_error() {
+        let error = ApiError::from(SubscribeError::TooMany(10));
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(error.message.contains("10 subscribers"), "{}", error.message);
     }
 }

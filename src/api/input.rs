@@ -1,16 +1,25 @@
 //! Validation of client input. Everything a client sends is checked here,
 //! before anything is proposed, so bad input changes nothing.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 use super::error::ApiError;
 use crate::command::{NewEvent, RoomConfig};
+use crate::filter::TypeFilter;
+use crate::service::Consistency;
 
 /// Longest room name, event type or event id.
 pub const MAX_NAME_LEN: usize = 255;
 /// Most events in one batch publish.
 pub const MAX_BATCH_EVENTS: usize = 10_000;
+/// Page size of reads that name none.
+pub const DEFAULT_LIMIT: usize = 100;
+/// Longest KV key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
 
 /// Checks a room name: 1–255 characters of `[A-Za-z0-9._:-]`.
 pub fn room_name(name: &str) -> Result<(), ApiError> {
@@ -35,6 +44,37 @@ pub fn room_name(name: &str) -> Result<(), ApiError> {
 pub fn subscriber_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > MAX_NAME_LEN {
         return Err(ApiError::bad_request(format!("subscriber id must be 1 to {MAX_NAME_LEN} characters")));
+    }
+    Ok(())
+}
+
+/// The page size a read asks for, or the default. (The store clamps it to
+/// its maximum: a larger `limit` is not an error.)
+pub fn page_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(DEFAULT_LIMIT)
+}
+
+/// Parses a `types` filter (none means every type).
+pub fn type_filter(types: Option<&str>) -> Result<TypeFilter, ApiError> {
+    TypeFilter::parse(types.unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Parses a read's `consistency`: `local` (the default) or `strong`.
+pub fn consistency(value: Option<&str>) -> Result<Consistency, ApiError> {
+    match value {
+        None | Some("local") => Ok(Consistency::Local),
+        Some("strong") => Ok(Consistency::Strong),
+        Some(other) => Err(ApiError::bad_request(format!("consistency must be 'local' or 'strong', not '{other}'"))),
+    }
+}
+
+/// Checks a KV key: 1–1024 bytes, no control characters.
+pub fn kv_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(ApiError::bad_request(format!("key must be 1 to {MAX_KEY_LEN} bytes")));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("key contains a control character"));
     }
     Ok(())
 }
@@ -82,13 +122,40 @@ impl EventBody<'_> {
     /// Validates the event for `room` and turns it into a [`NewEvent`],
     /// generating an id if the client gave none.
     pub fn into_new_event(self, room: &str, max_bytes: usize) -> Result<NewEvent, ApiError> {
-        event_type(&self.event)?;
-        let metadata = match self.metadata.map(RawValue::get) {
+        let event = EventParts {
+            event_type: self.event,
+            data: self.data.get(),
+            metadata: self.metadata.map(RawValue::get),
+            id: self.id,
+        };
+        event.into_new_event(room, max_bytes)
+    }
+}
+
+/// An event as a client gave it, with its payload and metadata as JSON
+/// text: what every publishing surface turns into a [`NewEvent`].
+pub struct EventParts<'a> {
+    /// Event type.
+    pub event_type: String,
+    /// JSON text of the payload.
+    pub data: &'a str,
+    /// JSON text of the metadata (an object, or `null`), if given.
+    pub metadata: Option<&'a str>,
+    /// The client's id, if given.
+    pub id: Option<String>,
+}
+
+impl EventParts<'_> {
+    /// Validates the event for `room` and turns it into a [`NewEvent`],
+    /// generating an id if the client gave none.
+    pub fn into_new_event(self, room: &str, max_bytes: usize) -> Result<NewEvent, ApiError> {
+        event_type(&self.event_type)?;
+        let metadata = match self.metadata {
             None | Some("null") => None,
             Some(text) if text.starts_with('{') => Some(one_line(text)),
             Some(_) => return Err(ApiError::bad_request("metadata must be a JSON object")),
         };
-        let size = self.data.get().len() + metadata.as_ref().map_or(0, String::len);
+        let size = self.data.len() + metadata.as_ref().map_or(0, String::len);
         if size > max_bytes {
             return Err(ApiError::too_large(format!("event is {size} bytes; the limit is {max_bytes}")));
         }
@@ -99,7 +166,8 @@ impl EventBody<'_> {
             Some(id) => (id, true),
             None => (uuid::Uuid::new_v4().to_string(), false),
         };
-        Ok(NewEvent { room: room.to_owned(), event: self.event, data: one_line(self.data.get()), metadata, id, dedup })
+        let data = one_line(self.data);
+        Ok(NewEvent { room: room.to_owned(), event_type: self.event_type, data, metadata, id, dedup })
     }
 }
 
@@ -155,12 +223,163 @@ impl RoomConfigBody {
     pub fn parse(body: &[u8]) -> Result<RoomConfig, ApiError> {
         let parsed: RoomConfigBody =
             if body.iter().all(u8::is_ascii_whitespace) { Self::default() } else { json(body)? };
-        if parsed.max_events == Some(0) {
-            return Err(ApiError::bad_request("max_events must be at least 1"));
+        room_config(parsed.max_events, parsed.max_age_secs)
+    }
+}
+
+/// Checks a room's retention settings: each, if set, at least 1.
+pub fn room_config(max_events: Option<u64>, max_age_secs: Option<u64>) -> Result<RoomConfig, ApiError> {
+    if max_events == Some(0) {
+        return Err(ApiError::bad_request("max_events must be at least 1"));
+    }
+    if max_age_secs == Some(0) {
+        return Err(ApiError::bad_request("max_age_secs must be at least 1"));
+    }
+    Ok(RoomConfig { max_events, max_age_secs })
+}
+
+/// Body of `POST /kv/set` and payload of `kv.set`.
+#[derive(Debug, Deserialize)]
+pub struct KvSetBody {
+    key: String,
+    value: Value,
+    /// Seconds; `null` means no expiry.
+    #[serde(default)]
+    ttl: Option<u64>,
+    /// Only set if absent (or expired).
+    #[serde(default)]
+    nx: Option<bool>,
+}
+
+/// A validated KV write.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KvSet {
+    /// The key.
+    pub key: String,
+    /// The value: a string as given, any other JSON as its compact text.
+    pub value: String,
+    /// When it expires, counted from the write.
+    pub ttl: Option<Duration>,
+    /// Only if absent.
+    pub nx: bool,
+}
+
+impl KvSetBody {
+    /// Validates the write; values are bounded like events.
+    pub fn validate(self, max_bytes: usize) -> Result<KvSet, ApiError> {
+        kv_key(&self.key)?;
+        let value = match self.value {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        if value.len() > max_bytes {
+            return Err(ApiError::too_large(format!("value is {} bytes; the limit is {max_bytes}", value.len())));
         }
-        if parsed.max_age_secs == Some(0) {
-            return Err(ApiError::bad_request("max_age_secs must be at least 1"));
+        if self.ttl == Some(0) {
+            return Err(ApiError::bad_request("ttl must be at least 1 second"));
         }
-        Ok(RoomConfig { max_events: parsed.max_events, max_age_secs: parsed.max_age_secs })
+        let ttl = self.ttl.map(|secs| Duration::from_secs(secs.min(u64::MAX / 1000)));
+        Ok(KvSet { key: self.key, value, ttl, nx: self.nx.unwrap_or(false) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts<'a>(event_type: &str, data: &'a str, metadata: Option<&'a str>, id: Option<&str>) -> EventParts<'a> {
+        EventParts { event_type: event_type.into(), data, metadata, id: id.map(str::to_owned) }
+    }
+
+    #[test]
+    fn room_names_are_short_and_plain() {
+        assert!(room_name("orders.eu-west_1:a").is_ok());
+        assert!(room_name("").is_err());
+        assert!(room_name(&"r".repeat(256)).is_err());
+        assert!(room_name(&"r".repeat(255)).is_ok());
+        let error = room_name("a/b").unwrap_err();
+        assert!(error.message.contains("'/'"), "{}", error.message);
+    }
+
+    #[test]
+    fn event_types_refuse_wildcards_separators_and_spaces() {
+        for bad in ["", "a b", "a*", "a>", "a,b", "tab\t"] {
+            assert!(parts(bad, "1", None, None).into_new_event("r", 100).is_err(), "{bad:?}");
+        }
+        let event = parts("user.registered", "{\"a\":1}", None, None).into_new_event("r", 100).unwrap();
+        assert_eq!((event.room.as_str(), event.event_type.as_str()), ("r", "user.registered"));
+    }
+
+    #[test]
+    fn metadata_must_be_an_object_and_null_means_none() {
+        assert!(parts("t", "1", Some("[1]"), None).into_new_event("r", 100).is_err());
+        assert_eq!(parts("t", "1", Some("null"), None).into_new_event("r", 100).unwrap().metadata, None);
+        let with = parts("t", "1", Some("{\"k\":\n1}"), None).into_new_event("r", 100).unwrap();
+        assert_eq!(with.metadata.as_deref(), Some("{\"k\":1}"), "line breaks are dropped");
+    }
+
+    #[test]
+    fn the_size_limit_counts_data_and_metadata() {
+        let error = parts("t", "\"12345\"", Some("{}"), None).into_new_event("r", 8).unwrap_err();
+        assert_eq!(error.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(parts("t", "\"12345\"", Some("{}"), None).into_new_event("r", 9).is_ok());
+    }
+
+    #[test]
+    fn client_ids_are_deduplicated_and_generated_ones_are_not() {
+        let given = parts("t", "1", None, Some("order-7")).into_new_event("r", 100).unwrap();
+        assert_eq!((given.id.as_str(), given.dedup), ("order-7", true));
+        let generated = parts("t", "1", None, None).into_new_event("r", 100).unwrap();
+        assert!(!generated.dedup);
+        assert_eq!(generated.id.len(), 36, "a UUID");
+        assert!(parts("t", "1", None, Some("")).into_new_event("r", 100).is_err());
+    }
+
+    #[test]
+    fn a_batch_names_the_event_that_is_wrong() {
+        let batch: BatchBody = json(br#"{"events":[{"event":"ok","data":1},{"event":"","data":2}]}"#).unwrap();
+        let error = batch.into_new_events("r", 100).unwrap_err();
+        assert!(error.message.starts_with("events[1]: "), "{}", error.message);
+        let empty: BatchBody = json(br#"{"events":[]}"#).unwrap();
+        assert!(empty.into_new_events("r", 100).is_err());
+        assert!(json::<BatchBody>(br#"{"events":[],"extra":1}"#).is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn room_settings_must_be_positive() {
+        assert_eq!(RoomConfigBody::parse(b"  ").unwrap(), RoomConfig::default());
+        let config = RoomConfigBody::parse(br#"{"max_events":10}"#).unwrap();
+        assert_eq!(config.max_events, Some(10));
+        assert!(RoomConfigBody::parse(br#"{"max_events":0}"#).is_err());
+        assert!(RoomConfigBody::parse(br#"{"max_age_secs":0}"#).is_err());
+        assert!(RoomConfigBody::parse(br#"{"retention":1}"#).is_err());
+    }
+
+    #[test]
+    fn reads_default_their_limit_and_check_consistency_and_types() {
+        assert_eq!(page_limit(None), DEFAULT_LIMIT);
+        assert_eq!(page_limit(Some(1_000_000)), 1_000_000, "clamped by the store, not refused");
+        assert_eq!(consistency(Some("strong")).unwrap(), Consistency::Strong);
+        assert_eq!(consistency(None).unwrap(), Consistency::Local);
+        assert!(consistency(Some("eventual")).is_err());
+        assert!(type_filter(Some("a.*")).unwrap().matches("a.b"));
+        assert!(type_filter(Some("a.>.b")).is_err());
+    }
+
+    #[test]
+    fn kv_writes_are_checked() {
+        let set: KvSetBody = json(br#"{"key":"k","value":{"a":1},"ttl":5,"nx":true}"#).unwrap();
+        let set = set.validate(100).unwrap();
+        assert_eq!(
+            set,
+            KvSet { key: "k".into(), value: "{\"a\":1}".into(), ttl: Some(Duration::from_secs(5)), nx: true }
+        );
+        let zero_ttl: KvSetBody = json(br#"{"key":"k","value":"v","ttl":0}"#).unwrap();
+        assert!(zero_ttl.validate(100).is_err());
+        let big: KvSetBody = json(br#"{"key":"k","value":"0123456789"}"#).unwrap();
+        assert_eq!(big.validate(5).unwrap_err().status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(kv_key("").is_err());
+        assert!(kv_key("a\u{7}b").is_err());
+        assert!(kv_key(&"k".repeat(1025)).is_err());
     }
 }

@@ -1,5 +1,10 @@
-//! The HTTP surface of a node: the public API (DESIGN §4), cluster
+//! The HTTP surface of a node: the public API (`docs/api.md`), cluster
 //! administration, and the internal Raft transport, on one axum router.
+//!
+//! Handlers parse and validate (`input`), check the caller's key (`auth`),
+//! call the room and KV operations (`crate::service`) and render the answer
+//! (`event_json` for events, serde for the rest). Every error answer is an
+//! [`ApiError`].
 
 mod admin;
 pub mod auth;
@@ -14,11 +19,8 @@ pub mod stream;
 mod subscribe;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -27,12 +29,16 @@ pub use internal::constant_time_eq;
 
 use self::auth::Auth;
 
-use crate::command::{Reply, Request};
 use crate::node::Node;
+use crate::peer::PeerClient;
+use crate::service::{Kv, Rooms};
 use error::ApiError;
 
 /// Largest body on the internal routes (snapshot chunks, big appends).
 const INTERNAL_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+/// Batch bodies may hold this many maximum-size events.
+const MAX_BATCH_FACTOR: usize = 4;
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -41,14 +47,23 @@ pub struct AppState {
     pub node: Arc<Node>,
     /// The API keys.
     pub auth: Arc<Auth>,
+    /// Room operations.
+    pub rooms: Rooms,
+    /// KV operations.
+    pub kv: Kv,
     /// Client for relaying admin requests to the leader.
-    pub http: reqwest::Client,
+    pub peers: PeerClient,
 }
 
 /// The whole router of a node, with `auth` guarding the public API.
 pub fn router(node: Arc<Node>, auth: Auth) -> Router {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap_or_default();
-    let state = AppState { node: node.clone(), auth: Arc::new(auth), http };
+    let state = AppState {
+        node: node.clone(),
+        auth: Arc::new(auth),
+        rooms: Rooms::new(node.clone()),
+        kv: Kv::new(node.clone()),
+        peers: node.peers.clone(),
+    };
     // Bodies are read whole and then checked, so that an oversized event
     // gets a JSON error naming the limit rather than a bare 413.
     let public_limit = node.config.max_event_bytes.saturating_mul(MAX_BATCH_FACTOR).max(16 * 1024 * 1024);
@@ -92,26 +107,8 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
     public.merge(internal).with_state(state)
 }
 
-/// Gets `request` committed and applied through this node; a refusal by
-/// the state machine becomes its 4xx.
-async fn write(app: &AppState, request: Request) -> Result<Reply, ApiError> {
-    match app.node.write(request).await? {
-        Reply::Rejected(rejection) => Err(rejection.into()),
-        reply => Ok(reply),
-    }
-}
-
-/// A reply of another kind than the request asks for: a bug, so a 500.
-fn unexpected(what: &str, reply: Reply) -> ApiError {
-    ApiError::internal(format!("unexpected reply to {what}: {reply:?}"))
-}
-
-/// Batch bodies may hold this many maximum-size events.
-const MAX_BATCH_FACTOR: usize = 4;
-
-async fn not_found() -> Response {
-    let body = json!({ "error": "no such endpoint", "code": 404 });
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
 }
 
 /// `GET /health`: the process is up and serving.
@@ -120,15 +117,11 @@ async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// `GET /ready`: a leader is known and this node has applied its log.
-async fn ready(State(app): State<AppState>) -> Response {
+async fn ready(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let status = app.node.status();
     if app.node.is_ready() {
-        Json(json!({ "ready": true, "id": status.id, "leader": status.leader })).into_response()
+        Ok(Json(json!({ "ready": true, "id": status.id, "leader": status.leader })))
     } else {
-        let body = json!({
-            "error": format!("not ready: state {}, leader {:?}", status.state, status.leader),
-            "code": 503,
-        });
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        Err(ApiError::unavailable(format!("not ready: state {}, leader {:?}", status.state, status.leader)))
     }
 }

@@ -24,8 +24,9 @@ use super::error::ApiError;
 use super::event_json::write_event_fields;
 use super::input;
 use super::AppState;
-use crate::filter::TypeFilter;
-use crate::hub::{Delivery, LiveEvent, StartAt, SubscribeError, Subscription};
+use crate::hub::{Delivery, LiveEvent, Subscription};
+use crate::protocol::StartAt;
+use crate::store::StoreError;
 
 /// How often an idle WebSocket is pinged and an idle SSE stream gets a
 /// keep-alive comment.
@@ -43,21 +44,6 @@ pub struct StreamQuery {
     _api_key: Option<String>,
 }
 
-impl From<SubscribeError> for ApiError {
-    fn from(e: SubscribeError) -> Self {
-        match e {
-            SubscribeError::TooMany(_) => ApiError::unavailable(e.to_string()),
-            SubscribeError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<WebSocketUpgradeRejection> for ApiError {
-    fn from(e: WebSocketUpgradeRejection) -> Self {
-        ApiError { status: e.status(), message: format!("not a WebSocket upgrade: {}", e.body_text()) }
-    }
-}
-
 /// Validates the room, query and start position, and opens the
 /// subscription (so a full node answers 503 before any upgrade).
 fn open(
@@ -71,17 +57,27 @@ fn open(
     input::room_name(&room)?;
     caller.require(Action::Subscribe, Some(&room))?;
     let Query(query) = query?;
-    let filter =
-        TypeFilter::parse(query.types.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let start = match (resume_after, query.replay, query.from_offset) {
-        (Some(last), _, _) => StartAt::Offset(
+    let filter = input::type_filter(query.types.as_deref())?;
+    let start = match (resume_after, query.replay) {
+        (Some(last), _) => StartAt::Offset(
             last.checked_add(1).ok_or_else(|| ApiError::bad_request("Last-Event-ID is the largest offset there is"))?,
         ),
-        (None, Some(false), _) | (None, _, None) => StartAt::Live,
-        (None, _, Some(back)) if back < 0 => StartAt::FromEnd(back.unsigned_abs()),
-        (None, _, Some(from)) => StartAt::Offset(from as u64),
+        (None, Some(false)) => StartAt::Live,
+        (None, _) => StartAt::from_query(query.from_offset),
     };
-    Ok(app.node.hub.subscribe(&room, start)?.with_filter(filter))
+    Ok(app.rooms.subscribe(&room, start, filter)?)
+}
+
+/// How a stream ends, the same on WebSocket and SSE: a code and a message
+/// for the client (which resumes at the `next_offset` it is also told).
+/// `None` for deliveries that do not end it.
+fn ending(room: &str, delivery: &Result<Delivery, StoreError>) -> Option<(&'static str, String)> {
+    match delivery {
+        Ok(Delivery::Events(_) | Delivery::Gap { .. }) => None,
+        Ok(Delivery::RoomDeleted) => Some(("room_deleted", format!("room '{room}' was deleted"))),
+        Ok(Delivery::Shutdown) => Some(("shutdown", "node shutting down; resume on another node".to_owned())),
+        Err(e) => Some(("internal", format!("storage error: {e}"))),
+    }
 }
 
 /// The stream frame of an event: the event object plus `"type":"event"`.
@@ -141,25 +137,30 @@ async fn serve_ws(socket: WebSocket, mut subscription: Subscription, subscriber_
     ping.tick().await;
     let (code, reason) = loop {
         tokio::select! {
-            delivery = subscription.next() => match delivery {
-                Ok(Delivery::Events(events)) => {
-                    let send = feed_events(&mut tx, &room, &events, &mut resume);
-                    match tokio::time::timeout(timeout, send).await {
-                        Ok(Ok(())) => resume = subscription.cursor(),
-                        Ok(Err(_)) => return,
-                        Err(_) => break ("slow_consumer", format!("subscriber did not read for {}s", timeout.as_secs())),
-                    }
+            delivery = subscription.next() => {
+                if let Some(end) = ending(&room, &delivery) {
+                    break end;
                 }
-                Ok(Delivery::Gap { requested, earliest }) => {
-                    if tx.send(Message::Text(gap_notice(requested, earliest, true).into())).await.is_err() {
-                        return;
+                match delivery {
+                    Ok(Delivery::Events(events)) => {
+                        let send = feed_events(&mut tx, &room, &events, &mut resume);
+                        match tokio::time::timeout(timeout, send).await {
+                            Ok(Ok(())) => resume = subscription.cursor(),
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                break ("slow_consumer", format!("subscriber did not read for {}s", timeout.as_secs()))
+                            }
+                        }
                     }
-                    resume = subscription.cursor();
+                    Ok(Delivery::Gap { requested, earliest }) => {
+                        if tx.send(Message::Text(gap_notice(requested, earliest, true).into())).await.is_err() {
+                            return;
+                        }
+                        resume = subscription.cursor();
+                    }
+                    Ok(_) | Err(_) => {}
                 }
-                Ok(Delivery::RoomDeleted) => break ("room_deleted", format!("room '{room}' was deleted")),
-                Ok(Delivery::Shutdown) => break ("shutdown", "node shutting down; resume on another node".to_owned()),
-                Err(e) => break ("internal", format!("storage error: {e}")),
-            },
+            }
             incoming = rx.next() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                 Some(Ok(_)) => {}
@@ -265,6 +266,10 @@ impl SseState {
                 return None;
             }
             let delivery = self.subscription.next().await;
+            if let Some((code, reason)) = ending(&self.room, &delivery) {
+                self.finish(code, reason);
+                continue;
+            }
             match delivery {
                 Ok(Delivery::Events(events)) => {
                     for event in events {
@@ -272,7 +277,7 @@ impl SseState {
                         self.pending.push_back(
                             SseEvent::default()
                                 .id(event.offset.to_string())
-                                .event(event.event.event.as_str())
+                                .event(event.event.event_type.as_str())
                                 .data(data),
                         );
                     }
@@ -281,9 +286,7 @@ impl SseState {
                     self.pending
                         .push_back(SseEvent::default().event("gap").data(gap_notice(requested, earliest, false)));
                 }
-                Ok(Delivery::RoomDeleted) => self.finish("room_deleted", format!("room '{}' was deleted", self.room)),
-                Ok(Delivery::Shutdown) => self.finish("shutdown", "node shutting down; resume on another node".into()),
-                Err(e) => self.finish("internal", format!("storage error: {e}")),
+                Ok(_) | Err(_) => {}
             }
         }
     }

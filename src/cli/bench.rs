@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::base_url::BaseUrl;
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
@@ -44,7 +45,7 @@ enum Scenario {
 struct FanoutBench {
     /// Nodes; subscribers are spread over all, the publisher uses the first.
     #[arg(long, default_value = "http://127.0.0.1:15500", value_delimiter = ',')]
-    urls: Vec<String>,
+    urls: Vec<BaseUrl>,
     /// Subscribers.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
@@ -60,7 +61,7 @@ struct FanoutBench {
 struct PublishBench {
     /// Nodes to publish through, comma-separated (round-robin per publisher).
     #[arg(long, default_value = "http://127.0.0.1:15500", value_delimiter = ',')]
-    urls: Vec<String>,
+    urls: Vec<BaseUrl>,
     /// Concurrent publishers.
     #[arg(long, default_value_t = 64)]
     publishers: usize,
@@ -113,11 +114,11 @@ async fn fanout(bench: FanoutBench, key: Option<&str>) -> Result<(), String> {
     let expected = bench.rate * bench.seconds;
     let mut subscribers = Vec::new();
     for s in 0..bench.subscribers {
-        let base = bench.urls[s % bench.urls.len()].trim_end_matches('/').replacen("http://", "ws://", 1);
-        let url = match key {
-            Some(key) => format!("{base}/stream/{room}/ws?api_key={key}"),
-            None => format!("{base}/stream/{room}/ws"),
+        let path = match key {
+            Some(key) => format!("/stream/{room}/ws?api_key={key}"),
+            None => format!("/stream/{room}/ws"),
         };
+        let url = bench.urls[s % bench.urls.len()].websocket(&path);
         let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| format!("{url}: {e}"))?;
         subscribers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(expected as usize);
@@ -136,7 +137,7 @@ async fn fanout(bench: FanoutBench, key: Option<&str>) -> Result<(), String> {
         }));
     }
     let http = http_client(key, 64)?;
-    let publish_url = format!("{}/stream/{room}/publish", bench.urls[0].trim_end_matches('/'));
+    let publish_url = bench.urls[0].join(&format!("/stream/{room}/publish"));
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / bench.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
@@ -206,11 +207,7 @@ async fn publish(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..bench.publishers {
-        let url = format!(
-            "{}/stream/bench-{}/{endpoint}",
-            bench.urls[p % bench.urls.len()].trim_end_matches('/'),
-            p % bench.rooms
-        );
+        let url = bench.urls[p % bench.urls.len()].join(&format!("/stream/bench-{}/{endpoint}", p % bench.rooms));
         let (http, payload, stop) = (http.clone(), payload.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();

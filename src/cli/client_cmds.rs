@@ -158,13 +158,9 @@ pub async fn tail(args: TailArgs) -> Result<(), String> {
     use std::io::Write;
     use std::ops::ControlFlow;
 
-    use crate::client::{From, Received, SubscribeOptions};
+    use crate::client::{Received, StartAt, SubscribeOptions};
 
-    let from = match args.from {
-        None => From::Live,
-        Some(back) if back < 0 => From::FromEnd(back.unsigned_abs()),
-        Some(offset) => From::Offset(offset as u64),
-    };
+    let from = StartAt::from_query(args.from);
     let client = Client::cluster(&args.url).with_api_key(args.api_key);
     let options = SubscribeOptions { types: args.types };
     let mut stdout = std::io::stdout().lock();

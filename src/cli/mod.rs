@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::api::auth::Auth;
+use crate::base_url::BaseUrl;
 use crate::node::NodeConfig;
 use crate::raft::NodeId;
 
@@ -113,16 +114,13 @@ pub struct ServeArgs {
 pub struct UsageError(String);
 
 /// Parses `1=URL,2=URL`.
-pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>, UsageError> {
+pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, BaseUrl>, UsageError> {
     let mut peers = BTreeMap::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, url) = part.split_once('=').ok_or_else(|| UsageError(format!("--peers: '{part}' is not ID=URL")))?;
         let id: NodeId = id.trim().parse().map_err(|_| UsageError(format!("--peers: '{id}' is not a node id")))?;
-        let url = url.trim().trim_end_matches('/');
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(UsageError(format!("--peers: '{url}' is not an http:// URL")));
-        }
-        if peers.insert(id, url.to_owned()).is_some() {
+        let url = BaseUrl::parse(url).map_err(|e| UsageError(format!("--peers: {e}")))?;
+        if peers.insert(id, url).is_some() {
             return Err(UsageError(format!("--peers: node {id} is listed twice")));
         }
     }
@@ -132,6 +130,11 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, String>, UsageError> {
 impl ServeArgs {
     fn into_config(self) -> Result<NodeConfig, UsageError> {
         let advertise = self.advertise.unwrap_or_else(|| format!("http://{}", self.listen));
+        let advertise = BaseUrl::parse(&advertise).map_err(|e| UsageError(format!("--advertise: {e}")))?;
+        let join = match &self.join {
+            Some(url) => Some(BaseUrl::parse(url).map_err(|e| UsageError(format!("--join: {e}")))?),
+            None => None,
+        };
         let peers = match &self.peers {
             Some(spec) => parse_peers(spec)?,
             None => BTreeMap::new(),
@@ -142,10 +145,10 @@ impl ServeArgs {
         Ok(NodeConfig {
             id: self.id,
             listen: self.listen,
-            advertise: advertise.trim_end_matches('/').to_owned(),
+            advertise,
             data_dir: self.data_dir,
             peers,
-            join: self.join,
+            join,
             join_api_key: None,
             cluster_secret: self.cluster_secret.filter(|s| !s.is_empty()),
             write_timeout: Duration::from_millis(self.write_timeout_ms.max(1)),

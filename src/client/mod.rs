@@ -17,10 +17,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::stream::RoomStats;
+use crate::base_url::BaseUrl;
 use crate::node::cluster::ClusterStatus;
+pub use crate::protocol::{RoomStats, StartAt};
 
-pub use subscribe::{From, Received, SubscribeOptions};
+pub use subscribe::{Received, SubscribeOptions};
 
 /// What went wrong talking to a node.
 #[derive(Debug, thiserror::Error)]
@@ -95,8 +96,8 @@ pub struct HistoryPage {
 /// subscriptions fail over to the others.
 #[derive(Clone)]
 pub struct Client {
-    base: String,
-    nodes: Vec<String>,
+    base: BaseUrl,
+    nodes: Vec<BaseUrl>,
     api_key: Option<String>,
     http: reqwest::Client,
 }
@@ -110,9 +111,9 @@ impl Client {
     /// A client that knows several nodes (an empty list means the default
     /// `http://127.0.0.1:15500`).
     pub fn cluster<S: AsRef<str>>(base_urls: &[S]) -> Self {
-        let mut nodes: Vec<String> = base_urls.iter().map(|u| u.as_ref().trim_end_matches('/').to_owned()).collect();
+        let mut nodes: Vec<BaseUrl> = base_urls.iter().map(|u| BaseUrl::lenient(u.as_ref())).collect();
         if nodes.is_empty() {
-            nodes.push("http://127.0.0.1:15500".to_owned());
+            nodes.push(BaseUrl::lenient("http://127.0.0.1:15500"));
         }
         let http =
             reqwest::Client::builder().timeout(Duration::from_secs(30)).tcp_nodelay(true).build().unwrap_or_default();
@@ -127,7 +128,7 @@ impl Client {
 
     /// The node's base URL.
     pub fn base_url(&self) -> &str {
-        &self.base
+        self.base.as_str()
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
@@ -153,12 +154,12 @@ impl Client {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
+        let url = self.base.join(path);
         self.send(self.http.get(&url), &url).await
     }
 
     async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
+        let url = self.base.join(path);
         self.send(self.http.post(&url).json(body), &url).await
     }
 
@@ -234,7 +235,7 @@ impl Client {
 
     /// Removes a member.
     pub async fn remove(&self, id: u64) -> Result<Value, ClientError> {
-        let url = format!("{}/admin/cluster/members/{id}", self.base);
+        let url = self.base.join(&format!("/admin/cluster/members/{id}"));
         self.send(self.http.delete(&url), &url).await
     }
 

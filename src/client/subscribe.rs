@@ -10,17 +10,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Client, ClientError, Event};
-
-/// Where a subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
-    /// Only events published from now on.
-    Live,
-    /// From this offset.
-    Offset(u64),
-    /// This many events back from the end.
-    FromEnd(u64),
-}
+use crate::protocol::StartAt;
 
 /// What a subscription hands to its handler.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +44,7 @@ impl Client {
     pub async fn subscribe<F>(
         &self,
         room: &str,
-        from: From,
+        from: StartAt,
         options: SubscribeOptions,
         mut handler: F,
     ) -> Result<(), ClientError>
@@ -62,21 +52,20 @@ impl Client {
         F: FnMut(Received) -> ControlFlow<()>,
     {
         let mut next: Option<u64> = match from {
-            From::Offset(offset) => Some(offset),
+            StartAt::Offset(offset) => Some(offset),
             _ => None,
         };
         let mut node = 0usize;
         let mut failures = 0u32;
         loop {
             let base = &self.nodes[node % self.nodes.len()];
-            let ws_base = base.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
-            let mut url = reqwest::Url::parse(&format!("{ws_base}/stream/{room}/ws"))
+            let mut url = reqwest::Url::parse(&base.websocket(&format!("/stream/{room}/ws")))
                 .map_err(|e| ClientError::Decode(format!("bad node URL {base}: {e}")))?;
             {
                 let mut query = url.query_pairs_mut();
                 match (next, from) {
                     (Some(offset), _) => query.append_pair("from_offset", &offset.to_string()),
-                    (None, From::FromEnd(back)) => query.append_pair("from_offset", &format!("-{back}")),
+                    (None, StartAt::FromEnd(back)) => query.append_pair("from_offset", &format!("-{back}")),
                     (None, _) => &mut query,
                 };
                 if let Some(types) = &options.types {

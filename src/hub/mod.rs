@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::watch;
 
-pub use subscription::{Delivery, StartAt, Subscription};
+pub use subscription::{Delivery, Subscription};
 
+use crate::protocol::StartAt;
 use crate::store::{RoomUpdate, Store, StoreError, StoredEvent};
 
 /// Events kept in memory per watched room.
@@ -222,7 +223,7 @@ impl Hub {
                     let mut next = from;
                     for event in cache.iter().skip(skip).take_while(|e| e.offset < end) {
                         next = event.offset + 1;
-                        if matches(&event.event.event) {
+                        if matches(&event.event.event_type) {
                             events.push(event.clone());
                             if events.len() >= limit {
                                 break;

@@ -6,22 +6,11 @@ use tokio::sync::watch;
 
 use super::{LiveEvent, RoomHead, SubscriberGuard};
 use crate::filter::TypeFilter;
+use crate::protocol::StartAt;
 use crate::store::StoreError;
 
 /// Most events handed out by one [`Subscription::next`] call.
 const BATCH: usize = 512;
-
-/// Where a subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartAt {
-    /// Only events published after subscribing (from the first event if the
-    /// room does not exist yet).
-    Live,
-    /// From this offset.
-    Offset(u64),
-    /// This many events back from the end.
-    FromEnd(u64),
-}
 
 /// What a subscriber is told next.
 #[derive(Debug)]

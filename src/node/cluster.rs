@@ -11,12 +11,14 @@ use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::forward::{ForwardError, Forwarder};
+use super::forward::Forwarder;
 use super::proposer::Proposer;
-use super::{Node, NodeConfig, WriteError};
+use super::{Node, NodeConfig};
+use crate::base_url::BaseUrl;
 use crate::command::Request;
 use crate::durable;
 use crate::hub::Hub;
+use crate::peer::{Lane, PeerClient};
 use crate::raft::log_store::segments::LogError;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
@@ -46,7 +48,7 @@ pub enum StartError {
 pub enum AdminError {
     /// Must run on the leader; here is who that is.
     #[error("this node is not the leader")]
-    NotLeader(Option<(NodeId, String)>),
+    NotLeader(Option<(NodeId, BaseUrl)>),
     /// The named node is not a member.
     #[error("{0}")]
     NotFound(String),
@@ -130,14 +132,15 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     }
     .validate()
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let network = NetworkFactory::new(config.id, config.cluster_secret.clone());
+    let peers = PeerClient::new(config.cluster_secret.clone());
+    let network = NetworkFactory::new(config.id, peers.clone());
     let raft = raft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let proposer = Proposer::start(raft.clone(), config.dedup_window, config.write_timeout * 2);
     tokio::spawn(propose_expiry(raft.clone(), proposer.clone(), config.id));
-    let forwarder = Forwarder::new(config.cluster_secret.clone());
-    Ok(Arc::new(Node { config, raft, store, hub, applied, proposer, forwarder }))
+    let forwarder = Forwarder::new(peers.clone());
+    Ok(Arc::new(Node { config, raft, store, hub, peers, applied, proposer, forwarder }))
 }
 
 /// Writes sled's buffers out every [`database::WRITE_EVERY`], so that a
@@ -216,13 +219,11 @@ pub async fn bootstrap(node: Arc<Node>) {
 }
 
 async fn wait_for_peers(node: &Node) {
-    let client = reqwest::Client::new();
     loop {
         let mut missing = Vec::new();
         for (id, url) in &node.config.peers {
-            let health = format!("{}/health", url.trim_end_matches('/'));
-            let up =
-                client.get(&health).timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success());
+            let health = node.peers.request(Lane::Public, reqwest::Method::GET, url, "/health");
+            let up = health.timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success());
             if !up {
                 missing.push(*id);
             }
@@ -240,16 +241,15 @@ async fn wait_for_peers(node: &Node) {
     }
 }
 
-async fn join_cluster(node: &Node, join: &str, only_promote: bool) {
-    let client = reqwest::Client::new();
-    let base = join.trim_end_matches('/');
+async fn join_cluster(node: &Node, join: &BaseUrl, only_promote: bool) {
     let learner = serde_json::json!({ "id": node.id(), "url": node.config.advertise });
     let voter = serde_json::json!({ "id": node.id() });
     let steps = [("learners", learner), ("voters", voter)];
     for (path, body) in steps.into_iter().skip(usize::from(only_promote)) {
         loop {
-            let url = format!("{base}/admin/cluster/{path}");
-            let mut request = client.post(&url).json(&body).timeout(Duration::from_secs(300));
+            let url = join.join(&format!("/admin/cluster/{path}"));
+            let request = node.peers.post(Lane::Public, join, &format!("/admin/cluster/{path}"));
+            let mut request = request.json(&body).timeout(Duration::from_secs(300));
             if let Some(key) = &node.config.join_api_key {
                 request = request.bearer_auth(key);
             }
@@ -268,31 +268,13 @@ async fn join_cluster(node: &Node, join: &str, only_promote: bool) {
     }
 }
 
-/// Asks the leader at `url` for a read index (see [`Node::read_barrier`]).
-pub(crate) async fn remote_read_index(forwarder: &Forwarder, url: &str, timeout: Duration) -> Result<u64, WriteError> {
-    forwarder.read_index(url, timeout).await.map_err(|e| match e {
-        ForwardError::NotTaken(e) | ForwardError::Unknown(e) => WriteError::Unavailable(e),
-    })
-}
-
-fn node_of(url: &str) -> raft::Node {
-    raft::Node { addr: url.trim_end_matches('/').to_owned() }
+fn node_of(url: &BaseUrl) -> raft::Node {
+    raft::Node { addr: url.as_str().to_owned() }
 }
 
 impl Node {
-    /// The leader's read index: the commit index once a quorum confirmed
-    /// this node still leads, after it is applied here.
-    pub async fn local_read_index(&self) -> Result<u64, WriteError> {
-        let fut = self.raft.ensure_linearizable();
-        match tokio::time::timeout(self.config.write_timeout, fut).await {
-            Ok(Ok(index)) => Ok(index.map_or(0, |id| id.index)),
-            Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
-            Err(_) => Err(WriteError::Unavailable("no quorum answered in time".into())),
-        }
-    }
-
     /// Initialises a new cluster with `members` as voters.
-    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), AdminError> {
+    pub async fn initialize(&self, members: BTreeMap<NodeId, BaseUrl>) -> Result<(), AdminError> {
         if !members.contains_key(&self.id()) {
             return Err(AdminError::Invalid(format!("members must include this node ({})", self.id())));
         }
@@ -308,7 +290,7 @@ impl Node {
 
     /// Adds `id` at `url` as a learner and waits until it has caught up.
     /// Membership changes answer the log index of the change.
-    pub async fn add_learner(&self, id: NodeId, url: &str) -> Result<u64, AdminError> {
+    pub async fn add_learner(&self, id: NodeId, url: &BaseUrl) -> Result<u64, AdminError> {
         self.ensure_leader()?;
         let result = self.raft.add_learner(id, node_of(url), true).await;
         self.membership_result(result)
@@ -417,7 +399,7 @@ impl Node {
         match result {
             Ok(response) => Ok(response.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let leader = f.leader_id.zip(f.leader_node).map(|(id, n)| (id, n.addr));
+                let leader = f.leader_id.zip(f.leader_node).map(|(id, n)| (id, BaseUrl::lenient(&n.addr)));
                 Err(AdminError::NotLeader(leader))
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
+use crate::base_url::BaseUrl;
 use crate::codec;
 use crate::command::{Reply, Request};
-use crate::raft::network::SECRET_HEADER;
+use crate::peer::{Lane, PeerClient};
 use crate::raft::NodeId;
 
 /// Body of `POST /raft/forward`: the writes a follower gathered while its
@@ -68,7 +69,7 @@ const MAX_IN_FLIGHT: usize = 4;
 const MAX_BATCH: usize = 1024;
 
 struct Pending {
-    url: String,
+    url: BaseUrl,
     request: Request,
     deadline: Instant,
     reply: oneshot::Sender<Result<ForwardReply, ForwardError>>,
@@ -80,36 +81,30 @@ struct Pending {
 /// one per client write.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: reqwest::Client,
-    secret: Option<String>,
+    peers: PeerClient,
     queue: mpsc::UnboundedSender<Pending>,
 }
 
 impl Forwarder {
-    /// A forwarder that authenticates with `secret` if set. Starts its
-    /// batching task, so it needs a tokio runtime.
-    pub fn new(secret: Option<String>) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+    /// A forwarder over `peers`. Starts its batching task, so it needs a
+    /// tokio runtime.
+    pub fn new(peers: PeerClient) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_batches(client.clone(), secret.clone(), rx));
-        Self { client, secret, queue }
+        tokio::spawn(run_batches(peers.clone(), rx));
+        Self { peers, queue }
     }
 
     /// Sends `request` to the leader at `leader_url` and waits up to
     /// `timeout` for its answer.
     pub async fn forward(
         &self,
-        leader_url: &str,
+        leader_url: &BaseUrl,
         request: &Request,
         timeout: Duration,
     ) -> Result<ForwardReply, ForwardError> {
         let (reply, rx) = oneshot::channel();
         let pending =
-            Pending { url: leader_url.to_owned(), request: request.clone(), deadline: Instant::now() + timeout, reply };
+            Pending { url: leader_url.clone(), request: request.clone(), deadline: Instant::now() + timeout, reply };
         self.queue.send(pending).map_err(|_| ForwardError::NotTaken("the forwarder stopped".into()))?;
         match tokio::time::timeout(timeout + Duration::from_millis(200), rx).await {
             Ok(Ok(answer)) => answer,
@@ -122,13 +117,13 @@ impl Forwarder {
 /// Routes each request to the batching worker of its leader, so that RPCs
 /// stuck on a leader that went away (paused, cut off) hold only that
 /// leader's slots while the new leader's batches flow.
-async fn run_batches(client: reqwest::Client, secret: Option<String>, mut queue: mpsc::UnboundedReceiver<Pending>) {
-    let mut workers: HashMap<String, mpsc::UnboundedSender<Pending>> = HashMap::new();
+async fn run_batches(peers: PeerClient, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let mut workers: HashMap<BaseUrl, mpsc::UnboundedSender<Pending>> = HashMap::new();
     while let Some(mut pending) = queue.recv().await {
         loop {
             let worker = workers.entry(pending.url.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(leader_worker(client.clone(), secret.clone(), pending.url.clone(), rx));
+                tokio::spawn(leader_worker(peers.clone(), pending.url.clone(), rx));
                 tx
             });
             match worker.send(pending) {
@@ -145,12 +140,7 @@ async fn run_batches(client: reqwest::Client, secret: Option<String>, mut queue:
 
 /// Batches the requests for one leader: waits for a free slot, takes all
 /// that queued meanwhile, sends them as one RPC. Ends after a minute idle.
-async fn leader_worker(
-    client: reqwest::Client,
-    secret: Option<String>,
-    url: String,
-    mut queue: mpsc::UnboundedReceiver<Pending>,
-) {
+async fn leader_worker(peers: PeerClient, url: BaseUrl, mut queue: mpsc::UnboundedReceiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut pending = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -171,31 +161,26 @@ async fn leader_worker(
             }
         }
         let group = std::mem::take(&mut pending);
-        let (client, secret, url) = (client.clone(), secret.clone(), url.clone());
+        let (peers, url) = (peers.clone(), url.clone());
         tokio::spawn(async move {
-            send_batch(&client, secret.as_deref(), &url, group).await;
+            send_batch(&peers, &url, group).await;
             drop(permit);
         });
     }
 }
 
-async fn send_batch(client: &reqwest::Client, secret: Option<&str>, url: &str, group: Vec<Pending>) {
+async fn send_batch(peers: &PeerClient, url: &BaseUrl, group: Vec<Pending>) {
     let timeout = group.iter().map(|p| p.deadline).max().map_or(Duration::ZERO, |d| d - Instant::now());
     let (requests, waiters): (Vec<Request>, Vec<_>) = group.into_iter().map(|p| (p.request, p.reply)).unzip();
-    let answers =
-        call(client, secret, url, &ForwardRequest { requests, timeout_ms: timeout.as_millis() as u64 }, timeout)
-            .await
-            .and_then(|replies: Vec<ForwardReply>| {
-                if replies.len() == waiters.len() {
-                    Ok(replies)
-                } else {
-                    Err(ForwardError::Unknown(format!(
-                        "leader answered {} of {} requests",
-                        replies.len(),
-                        waiters.len()
-                    )))
-                }
-            });
+    let answers = call(peers, url, &ForwardRequest { requests, timeout_ms: timeout.as_millis() as u64 }, timeout)
+        .await
+        .and_then(|replies: Vec<ForwardReply>| {
+            if replies.len() == waiters.len() {
+                Ok(replies)
+            } else {
+                Err(ForwardError::Unknown(format!("leader answered {} of {} requests", replies.len(), waiters.len())))
+            }
+        });
     match answers {
         Ok(replies) => {
             for (waiter, reply) in waiters.into_iter().zip(replies) {
@@ -211,20 +196,14 @@ async fn send_batch(client: &reqwest::Client, secret: Option<&str>, url: &str, g
 }
 
 async fn call<T: serde::de::DeserializeOwned>(
-    client: &reqwest::Client,
-    secret: Option<&str>,
-    url: &str,
+    peers: &PeerClient,
+    url: &BaseUrl,
     body: &ForwardRequest,
     timeout: Duration,
 ) -> Result<T, ForwardError> {
     let bytes = codec::encode(body).map_err(|e| ForwardError::NotTaken(e.to_string()))?;
-    let mut http = client
-        .post(format!("{}/raft/forward", url.trim_end_matches('/')))
-        .timeout(timeout + Duration::from_millis(200))
-        .body(bytes);
-    if let Some(secret) = secret {
-        http = http.header(SECRET_HEADER, secret);
-    }
+    let http =
+        peers.post(Lane::Forward, url, "/raft/forward").timeout(timeout + Duration::from_millis(200)).body(bytes);
     let response = http.send().await.map_err(|e| {
         if e.is_connect() {
             ForwardError::NotTaken(e.to_string())
@@ -243,12 +222,8 @@ async fn call<T: serde::de::DeserializeOwned>(
 
 impl Forwarder {
     /// Asks the leader at `leader_url` for its read index (`/raft/read-index`).
-    pub async fn read_index(&self, leader_url: &str, timeout: Duration) -> Result<u64, ForwardError> {
-        let mut http =
-            self.client.post(format!("{}/raft/read-index", leader_url.trim_end_matches('/'))).timeout(timeout);
-        if let Some(secret) = &self.secret {
-            http = http.header(SECRET_HEADER, secret);
-        }
+    pub async fn read_index(&self, leader_url: &BaseUrl, timeout: Duration) -> Result<u64, ForwardError> {
+        let http = self.peers.post(Lane::Forward, leader_url, "/raft/read-index").timeout(timeout);
         let response = http.send().await.map_err(|e| ForwardError::NotTaken(e.to_string()))?;
         if !response.status().is_success() {
             return Err(ForwardError::NotTaken(format!("leader answered {}", response.status())));

@@ -18,8 +18,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::base_url::BaseUrl;
 use crate::command::{Reply, Request};
 use crate::hub::Hub;
+use crate::peer::PeerClient;
 use crate::raft::{NodeId, Raft};
 use crate::store::Store;
 use forward::{ForwardError, ForwardReply, Forwarder};
@@ -33,14 +35,14 @@ pub struct NodeConfig {
     /// Address to listen on.
     pub listen: std::net::SocketAddr,
     /// Base URL the other members and clients use to reach this node.
-    pub advertise: String,
+    pub advertise: BaseUrl,
     /// Where the log, the state and snapshots live.
     pub data_dir: PathBuf,
     /// Initial voters (id → base URL), including this node; empty for a
     /// one-node cluster or a joining node.
-    pub peers: BTreeMap<NodeId, String>,
+    pub peers: BTreeMap<NodeId, BaseUrl>,
     /// A member of a running cluster to join through.
-    pub join: Option<String>,
+    pub join: Option<BaseUrl>,
     /// API key sent with the join requests, when the cluster has keys.
     pub join_api_key: Option<String>,
     /// Shared secret required on `/raft/*` routes.
@@ -86,6 +88,8 @@ pub struct Node {
     pub store: Store,
     /// Live fan-out to subscribers.
     pub hub: Arc<Hub>,
+    /// HTTP to the other nodes.
+    pub peers: PeerClient,
     applied: watch::Receiver<u64>,
     proposer: Proposer,
     forwarder: Forwarder,
@@ -98,11 +102,12 @@ impl Node {
     }
 
     /// The current leader and its URL, as far as this node knows.
-    pub fn leader(&self) -> Option<(NodeId, String)> {
+    pub fn leader(&self) -> Option<(NodeId, BaseUrl)> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&leader)?.clone();
-        Some((leader, node.addr))
+        // Member addresses were checked when they joined.
+        Some((leader, BaseUrl::lenient(&node.addr)))
     }
 
     /// Gets `request` committed by the leader and applied here, retrying
@@ -153,7 +158,7 @@ impl Node {
     async fn forward_while_leading(
         &self,
         leader: NodeId,
-        url: &str,
+        url: &BaseUrl,
         request: &Request,
         remaining: Duration,
     ) -> Result<ForwardReply, ForwardError> {
@@ -198,19 +203,27 @@ impl Node {
     pub async fn read_barrier(&self) -> Result<(), WriteError> {
         let deadline = Instant::now() + self.config.write_timeout;
         match self.leader() {
-            Some((leader, _)) if leader == self.id() => {
-                let fut = self.raft.ensure_linearizable();
-                match tokio::time::timeout_at(deadline, fut).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
-                    Err(_) => Err(WriteError::Unavailable("no quorum answered in time".into())),
-                }
-            }
+            // On the leader, the read index is applied before it is returned.
+            Some((leader, _)) if leader == self.id() => self.local_read_index().await.map(|_| ()),
             Some((_, url)) => {
-                let index = cluster::remote_read_index(&self.forwarder, &url, self.config.write_timeout).await?;
+                let index = self.forwarder.read_index(&url, self.config.write_timeout).await.map_err(|e| match e {
+                    ForwardError::NotTaken(e) | ForwardError::Unknown(e) => WriteError::Unavailable(e),
+                })?;
                 self.wait_applied(index, deadline).await
             }
             None => Err(WriteError::Unavailable("no leader elected".into())),
+        }
+    }
+
+    /// The leader's read index (`/raft/read-index` answers it): the commit
+    /// index once a quorum confirmed this node still leads, returned after
+    /// it is applied here.
+    pub async fn local_read_index(&self) -> Result<u64, WriteError> {
+        let fut = self.raft.ensure_linearizable();
+        match tokio::time::timeout(self.config.write_timeout, fut).await {
+            Ok(Ok(index)) => Ok(index.map_or(0, |id| id.index)),
+            Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
+            Err(_) => Err(WriteError::Unavailable("no quorum answered in time".into())),
         }
     }
 }

@@ -99,6 +99,25 @@ fn weight(request: &Request) -> usize {
     }
 }
 
+/// Packs `first` and whatever `next` yields into one entry's worth: at most
+/// [`MAX_BATCH_REQUESTS`] requests and about [`MAX_BATCH_BYTES`]. The one
+/// that does not fit is handed back, to start the next entry; `first` goes
+/// in whatever its size.
+fn gather<T>(first: T, weight: impl Fn(&T) -> usize, mut next: impl FnMut() -> Option<T>) -> (Vec<T>, Option<T>) {
+    let mut bytes = weight(&first);
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+        let Some(item) = next() else { break };
+        let size = weight(&item);
+        if bytes + size > MAX_BATCH_BYTES {
+            return (batch, Some(item));
+        }
+        bytes += size;
+        batch.push(item);
+    }
+    (batch, None)
+}
+
 async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_window_ms: u64, give_up: Duration) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut clock = ClusterClock::default();
@@ -116,18 +135,8 @@ async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_wind
                 None => return,
             },
         };
-        let mut bytes = weight(&first.request);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
-            let Ok(next) = queue.try_recv() else { break };
-            let size = weight(&next.request);
-            if bytes + size > MAX_BATCH_BYTES {
-                carried = Some(next);
-                break;
-            }
-            bytes += size;
-            batch.push(next);
-        }
+        let (batch, rest) = gather(first, |p| weight(&p.request), || queue.try_recv().ok());
+        carried = rest;
         let (requests, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
         // Only a refusal before submission proves the requests were not
         // taken. After it, openraft's ForwardToLeader can also mean "appended
@@ -195,5 +204,68 @@ impl ClusterClock {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         self.last = self.last.max(wall);
         self.last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::NewEvent;
+
+    fn publish(data_bytes: usize, metadata_bytes: usize) -> Request {
+        let event = NewEvent {
+            room: "r".into(),
+            event_type: "t".into(),
+            data: "x".repeat(data_bytes),
+            metadata: (metadata_bytes > 0).then(|| "m".repeat(metadata_bytes)),
+            id: "id".into(),
+            dedup: false,
+        };
+        Request::Publish { events: vec![event.clone(), event], create_missing: true }
+    }
+
+    #[test]
+    fn a_request_weighs_its_payload_plus_a_fixed_overhead() {
+        assert_eq!(weight(&publish(100, 20)), 2 * (64 + 120));
+        let kv = Request::KvSet { key: "k".into(), value: "v".repeat(10), ttl_ms: None, nx: false };
+        assert_eq!(weight(&kv), 74);
+        assert_eq!(weight(&Request::Expire), 64);
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_request_count() {
+        let mut source = 1..;
+        let (batch, carried) = gather(0, |_| 1, || source.next());
+        assert_eq!(batch.len(), MAX_BATCH_REQUESTS);
+        assert_eq!(carried, None, "nothing taken beyond the count");
+        assert_eq!(source.next(), Some(MAX_BATCH_REQUESTS), "the rest stays queued");
+    }
+
+    #[test]
+    fn the_request_that_would_overflow_the_bytes_is_carried_to_the_next_entry() {
+        let third = MAX_BATCH_BYTES / 3;
+        let mut queue = vec![third, third, third].into_iter();
+        let (batch, carried) = gather(third, |w| *w, || queue.next());
+        assert_eq!(batch, vec![third, third, third]);
+        assert_eq!(carried, Some(third));
+        assert_eq!(queue.next(), None);
+    }
+
+    #[test]
+    fn an_oversized_first_request_goes_alone() {
+        let mut queue = vec![1usize].into_iter();
+        let (batch, carried) = gather(MAX_BATCH_BYTES * 2, |w| *w, || queue.next());
+        assert_eq!(batch, vec![MAX_BATCH_BYTES * 2]);
+        assert_eq!(carried, None, "the bytes limit is met: nothing more is taken");
+        assert_eq!(queue.next(), Some(1));
+    }
+
+    #[test]
+    fn the_cluster_clock_never_goes_back() {
+        let mut clock = ClusterClock { last: u64::MAX - 1 };
+        assert_eq!(clock.now(), u64::MAX - 1, "a wall clock behind the last stamp does not pull it back");
+        let mut fresh = ClusterClock::default();
+        let (a, b) = (fresh.now(), fresh.now());
+        assert!(a > 1_700_000_000_000 && b >= a);
     }
 }

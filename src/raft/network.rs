@@ -1,14 +1,12 @@
 //! The client half of Raft's transport: openraft's RPCs as bincode over HTTP
 //! to the peers' `/raft/*` routes (served by `api::internal`).
 //!
-//! Each peer gets one reused HTTP client for votes and appends, and a
-//! separate one for snapshot chunks, so a heartbeat never queues behind a
-//! large chunk on the same connection. A peer that cannot be reached is
-//! reported as `Unreachable`, which makes openraft back off instead of
-//! retrying in a tight loop.
+//! Votes and appends travel on the peer client's Raft lane, snapshot chunks
+//! on their own lane, so a heartbeat never queues behind a large chunk on
+//! the same connection. A peer that cannot be reached is reported as
+//! `Unreachable`, which makes openraft back off instead of retrying in a
+//! tight loop.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -23,61 +21,30 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Node, NodeId, TypeConfig};
+use crate::base_url::BaseUrl;
 use crate::codec;
+use crate::peer::{Lane, PeerClient};
 
-/// Header that carries the cluster secret on internal requests.
-pub const SECRET_HEADER: &str = "x-synap-cluster-secret";
-
-/// The HTTP clients of one peer.
-#[derive(Clone)]
-struct PeerClients {
-    rpc: reqwest::Client,
-    snapshot: reqwest::Client,
-}
-
-/// Creates a [`PeerNetwork`] per peer, reusing each peer's HTTP clients
-/// across leadership terms.
+/// Creates a [`PeerNetwork`] per peer over the node's peer client.
 #[derive(Clone)]
 pub struct NetworkFactory {
     id: NodeId,
-    secret: Option<String>,
-    peers: Arc<Mutex<HashMap<NodeId, PeerClients>>>,
+    peers: PeerClient,
 }
 
 impl NetworkFactory {
-    /// A factory for node `id`, sending `secret` on every request if set.
-    pub fn new(id: NodeId, secret: Option<String>) -> Self {
-        Self { id, secret, peers: Arc::default() }
+    /// A factory for node `id`.
+    pub fn new(id: NodeId, peers: PeerClient) -> Self {
+        Self { id, peers }
     }
-
-    fn clients(&self, target: NodeId) -> PeerClients {
-        // A poisoned lock only means another thread panicked while inserting
-        // a client; the map itself is still usable.
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        peers.entry(target).or_insert_with(|| PeerClients { rpc: build_client(), snapshot: build_client() }).clone()
-    }
-}
-
-fn build_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerNetwork {
-        PeerNetwork {
-            id: self.id,
-            target,
-            base: node.addr.trim_end_matches('/').to_owned(),
-            secret: self.secret.clone(),
-            clients: self.clients(target),
-        }
+        // Member addresses were checked when they joined.
+        PeerNetwork { id: self.id, target, base: BaseUrl::lenient(&node.addr), peers: self.peers.clone() }
     }
 }
 
@@ -85,9 +52,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerNetwork {
     id: NodeId,
     target: NodeId,
-    base: String,
-    secret: Option<String>,
-    clients: PeerClients,
+    base: BaseUrl,
+    peers: PeerClient,
 }
 
 /// What went wrong on the wire, before openraft's error types.
@@ -113,7 +79,7 @@ impl std::fmt::Display for WireError {
 impl PeerNetwork {
     async fn call<Req, Resp, E>(
         &self,
-        client: &reqwest::Client,
+        lane: Lane,
         path: &str,
         body: &Req,
         ttl: Duration,
@@ -124,10 +90,7 @@ impl PeerNetwork {
         E: DeserializeOwned,
     {
         let bytes = codec::encode(body).map_err(|e| WireError::Other(e.to_string()))?;
-        let mut request = client.post(format!("{}{path}", self.base)).timeout(ttl).body(bytes);
-        if let Some(secret) = &self.secret {
-            request = request.header(SECRET_HEADER, secret);
-        }
+        let request = self.peers.post(lane, &self.base, path).timeout(ttl).body(bytes);
         let response = request.send().await.map_err(classify)?;
         let status = response.status();
         if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
@@ -180,9 +143,8 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let ttl = option.hard_ttl();
-        let client = self.clients.rpc.clone();
         let entries = rpc.entries.len() as u64;
-        match self.call(&client, "/raft/append", &rpc, ttl).await {
+        match self.call(Lane::Raft, "/raft/append", &rpc, ttl).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.remote(e)),
             // Tell openraft to send fewer entries at a time instead of
@@ -200,8 +162,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
         let ttl = option.hard_ttl();
-        let client = self.clients.snapshot.clone();
-        match self.call(&client, "/raft/snapshot", &rpc, ttl).await {
+        match self.call(Lane::Snapshot, "/raft/snapshot", &rpc, ttl).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.remote(e)),
             Err(e) => Err(self.rpc_error(RPCTypes::InstallSnapshot, ttl, e)),
@@ -210,8 +171,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         let ttl = option.hard_ttl();
-        let client = self.clients.rpc.clone();
-        match self.call(&client, "/raft/vote", &rpc, ttl).await {
+        match self.call(Lane::Raft, "/raft/vote", &rpc, ttl).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.remote(e)),
             Err(e) => Err(self.rpc_error(RPCTypes::Vote, ttl, e)),

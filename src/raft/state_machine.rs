@@ -31,11 +31,8 @@ use super::{Entry, LogId, Node, NodeId, StorageError, TypeConfig};
 use crate::command::Reply;
 use crate::command::Request;
 use crate::hub::Hub;
-use crate::store::{snapshot, Applier, ApplyBatch, Store, StoreError};
+use crate::store::{keys, snapshot, Applier, ApplyBatch, Store, StoreError};
 use crate::{codec, durable};
-
-const KEY_LAST_APPLIED: &[u8] = b"m:last_applied";
-const KEY_MEMBERSHIP: &[u8] = b"m:membership";
 
 type Membership = StoredMembership<NodeId, Node>;
 type Meta = SnapshotMeta<NodeId, Node>;
@@ -48,11 +45,11 @@ const INSTALLING: &str = "installing";
 /// `last_applied` and the membership as the applied state records them.
 fn read_applied(store: &Store) -> Result<(Option<LogId>, Membership), StoreError> {
     let tree = store.tree();
-    let last_applied = match tree.get(KEY_LAST_APPLIED)? {
+    let last_applied = match tree.get(keys::LAST_APPLIED)? {
         Some(bytes) => codec::decode(&bytes)?,
         None => None,
     };
-    let membership = match tree.get(KEY_MEMBERSHIP)? {
+    let membership = match tree.get(keys::MEMBERSHIP)? {
         Some(bytes) => codec::decode(&bytes)?,
         None => Membership::default(),
     };
@@ -125,8 +122,8 @@ impl StateMachine {
     /// into it, then tells the hub and the applied-index watchers.
     fn commit(&mut self, mut batch: ApplyBatch) -> Result<(), StorageError> {
         let encode = |e| sm_err(ErrorVerb::Write, StoreError::from(e));
-        batch.put(KEY_LAST_APPLIED, codec::encode(&self.last_applied).map_err(encode)?);
-        batch.put(KEY_MEMBERSHIP, codec::encode(&self.membership).map_err(encode)?);
+        batch.put(keys::LAST_APPLIED, codec::encode(&self.last_applied).map_err(encode)?);
+        batch.put(keys::MEMBERSHIP, codec::encode(&self.membership).map_err(encode)?);
         let updates = self.applier.commit(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.hub.applied(updates);
         self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
@@ -304,7 +301,7 @@ mod tests {
     fn publish(index: u64) -> Entry {
         let event = NewEvent {
             room: "orders".into(),
-            event: "order.created".into(),
+            event_type: "order.created".into(),
             data: index.to_string(),
             metadata: None,
             id: format!("e-{index}"),

@@ -268,7 +268,7 @@ impl Applier {
             info.published_total += 1;
             info.bytes_total += (new.data.len() + new.metadata.as_ref().map_or(0, String::len)) as u64;
             let stored = Arc::new(StoredEvent {
-                event: new.event.clone(),
+                event_type: new.event_type.clone(),
                 data: new.data.clone(),
                 metadata: new.metadata.clone(),
                 timestamp,
@@ -439,7 +439,7 @@ mod tests {
         let events = (0..n)
             .map(|i| NewEvent {
                 room: room.into(),
-                event: "e".into(),
+                event_type: "e".into(),
                 data: i.to_string(),
                 metadata: None,
                 id: format!("id-{i}"),

@@ -13,7 +13,12 @@
 //! | `i:`   | room id (BE u64), event id  | `DedupEntry`           |
 //! | `j:`   | timestamp (BE u64), room id, event id | () — dedup entries by age |
 
+/// `m:` The next internal room id.
 pub(crate) const NEXT_ROOM_ID: &[u8] = b"m:next_room_id";
+/// `m:` The log id of the last applied entry (the state machine's).
+pub(crate) const LAST_APPLIED: &[u8] = b"m:last_applied";
+/// `m:` The last applied membership (the state machine's).
+pub(crate) const MEMBERSHIP: &[u8] = b"m:membership";
 pub(crate) const ROOM_PREFIX: &[u8] = b"r:";
 pub(crate) const GENERATION_PREFIX: &[u8] = b"g:";
 pub(crate) const TOMBSTONE_PREFIX: &[u8] = b"x";
@@ -88,4 +93,53 @@ pub(crate) fn dedup_expiry(timestamp: u64, room_id: u64, id: &str) -> Vec<u8> {
 pub(crate) fn split_expiry(key: &[u8]) -> Option<(u64, &[u8])> {
     let time: [u8; 8] = key.get(2..10)?.try_into().ok()?;
     Some((u64::from_be_bytes(time), &key[10..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_sort_by_room_then_offset() {
+        let mut keys = vec![event(2, 0), event(1, 256), event(1, 1), event(1, u64::MAX)];
+        keys.sort();
+        assert_eq!(keys, vec![event(1, 1), event(1, 256), event(1, u64::MAX), event(2, 0)]);
+        assert!(event(1, 5).starts_with(&room_events(1)));
+        assert!(!event(2, 5).starts_with(&room_events(1)));
+    }
+
+    #[test]
+    fn offsets_and_room_ids_read_back_from_their_keys() {
+        assert_eq!(event_offset(&event(9, 1234)), Some(1234));
+        assert_eq!(event_offset(b"short"), None);
+        assert_eq!(tombstone_room(&tombstone(77)), Some(77));
+        assert_eq!(tombstone_room(b"x"), None);
+    }
+
+    #[test]
+    fn expiry_indexes_sort_by_time_and_split_back() {
+        let early = kv_expiry(1_000, "zebra");
+        let late = kv_expiry(2_000, "apple");
+        assert!(early < late, "by time first, whatever the key");
+        assert_eq!(split_expiry(&late), Some((2_000, b"apple".as_slice())));
+        let dedup = dedup_expiry(5, 3, "id-1");
+        let (time, rest) = split_expiry(&dedup).unwrap();
+        assert_eq!(time, 5);
+        assert_eq!(&rest[..8], &3u64.to_be_bytes());
+        assert_eq!(&rest[8..], b"id-1");
+    }
+
+    #[test]
+    fn prefixes_do_not_collide() {
+        // Rooms, generations, KV, dedup and metadata live in one tree.
+        let samples = [room("a"), generation("a"), kv("a"), dedup(1, "a"), kv_expiry(1, "a"), LAST_APPLIED.to_vec()];
+        for (i, a) in samples.iter().enumerate() {
+            for b in &samples[i + 1..] {
+                assert_ne!(a[..2], b[..2], "{a:?} and {b:?} share a prefix");
+            }
+        }
+        assert!([NEXT_ROOM_ID, LAST_APPLIED, MEMBERSHIP].iter().all(|k| k.starts_with(b"m:")));
+        assert!(room("a").starts_with(ROOM_PREFIX));
+        assert!(kv_expiry(1, "k").starts_with(KV_EXPIRY_PREFIX));
+    }
 }

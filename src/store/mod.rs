@@ -7,7 +7,7 @@
 
 mod apply;
 pub mod database;
-mod keys;
+pub(crate) mod keys;
 pub mod snapshot;
 
 pub use apply::{Applier, ApplyBatch, RoomUpdate};
@@ -50,8 +50,8 @@ pub struct RoomMeta {
 /// An event as stored under its (room id, offset) key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEvent {
-    /// Event type.
-    pub event: String,
+    /// Event type, e.g. `user.registered`.
+    pub event_type: String,
     /// JSON text of the payload.
     pub data: String,
     /// JSON text of the metadata object, if any.
@@ -197,7 +197,7 @@ impl Store {
                 let Some(offset) = keys::event_offset(&key) else { continue };
                 next_offset = offset + 1;
                 let event: StoredEvent = codec::decode(&value)?;
-                if matches(&event.event) {
+                if matches(&event.event_type) {
                     events.push(EventRecord { offset, event });
                     if events.len() >= limit {
                         break;

@@ -1,0 +1,134 @@
+//! Rooms: publishing, reading pages, lifecycle and statistics.
+
+use std::sync::Arc;
+
+use super::{read_point, write, Consistency, ServiceError};
+use crate::command::{NewEvent, Published, Rejection, Reply, Request, RoomConfig, RoomInfo};
+use crate::filter::TypeFilter;
+use crate::hub::Subscription;
+use crate::node::Node;
+use crate::protocol::{RoomStats, StartAt};
+use crate::store::Page;
+
+/// A read of one page of a room.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// First offset; negative counts back from the end.
+    pub from_offset: i64,
+    /// Most events (the store clamps it to its maximum).
+    pub limit: usize,
+    /// Only events whose type passes it.
+    pub filter: TypeFilter,
+    /// How fresh the read must be.
+    pub consistency: Consistency,
+}
+
+/// A page and the room as it was when the page was read.
+#[derive(Debug, Clone)]
+pub struct RoomPage {
+    /// The room's description (its `next_offset` bounds the page).
+    pub info: RoomInfo,
+    /// The events.
+    pub page: Page,
+}
+
+/// The room operations of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Rooms {
+    node: Arc<Node>,
+}
+
+impl Rooms {
+    /// Room operations through `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    /// Publishes `events` (all or none), in order; each answer says where
+    /// its event landed (or where the original of a duplicate id is).
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>, ServiceError> {
+        let request = Request::Publish { events, create_missing: self.node.config.auto_create_rooms };
+        match write(&self.node, request).await? {
+            Reply::Published(published) => Ok(published),
+            other => Err(ServiceError::unexpected("publish", other)),
+        }
+    }
+
+    /// Publishes one event.
+    pub async fn publish_one(&self, event: NewEvent) -> Result<Published, ServiceError> {
+        let mut published = self.publish(vec![event]).await?;
+        match published.pop() {
+            Some(one) if published.is_empty() => Ok(one),
+            _ => Err(ServiceError::Unexpected { what: "publish", reply: "not one answer for one event".into() }),
+        }
+    }
+
+    /// One page of `room`.
+    pub async fn read_page(&self, room: &str, request: &PageRequest) -> Result<RoomPage, ServiceError> {
+        read_point(&self.node, request.consistency).await?;
+        let store = &self.node.store;
+        let meta = store.room(room)?.ok_or_else(|| Rejection::RoomNotFound(room.to_owned()))?;
+        let next = meta.info.next_offset;
+        let from = match request.from_offset {
+            back if back < 0 => next.saturating_sub(back.unsigned_abs()),
+            from => from as u64,
+        };
+        let page = store.read(&meta, from, next, request.limit, |t| request.filter.matches(t))?;
+        Ok(RoomPage { info: meta.info, page })
+    }
+
+    /// Creates `room`; refused if it exists.
+    pub async fn create(&self, room: &str, config: RoomConfig) -> Result<RoomInfo, ServiceError> {
+        self.create_room(room, config, false).await.map(|(_, info)| info)
+    }
+
+    /// Creates `room` unless it exists; says whether it did, and how the
+    /// room is now.
+    pub async fn get_or_create(&self, room: &str, config: RoomConfig) -> Result<(bool, RoomInfo), ServiceError> {
+        self.create_room(room, config, true).await
+    }
+
+    async fn create_room(
+        &self,
+        room: &str,
+        config: RoomConfig,
+        if_absent: bool,
+    ) -> Result<(bool, RoomInfo), ServiceError> {
+        match write(&self.node, Request::CreateRoom { room: room.to_owned(), config, if_absent }).await? {
+            Reply::Room { created, info } => Ok((created, info)),
+            other => Err(ServiceError::unexpected("create", other)),
+        }
+    }
+
+    /// Deletes `room` and its events.
+    pub async fn delete(&self, room: &str) -> Result<(), ServiceError> {
+        match write(&self.node, Request::DeleteRoom { room: room.to_owned() }).await? {
+            Reply::Deleted => Ok(()),
+            other => Err(ServiceError::unexpected("delete", other)),
+        }
+    }
+
+    /// Statistics of `room` on this node.
+    pub fn stats(&self, room: &str) -> Result<RoomStats, ServiceError> {
+        let meta = self.node.store.room(room)?.ok_or_else(|| Rejection::RoomNotFound(room.to_owned()))?;
+        Ok(self.stats_of(meta.info))
+    }
+
+    /// Statistics of a room described by `info`.
+    pub fn stats_of(&self, info: RoomInfo) -> RoomStats {
+        let subscribers = self.node.hub.subscribers_of(&info.name);
+        RoomStats::new(info, subscribers)
+    }
+
+    /// Opens a live subscription to `room` from `start`, delivering only
+    /// events that pass `filter`. A room that does not exist yet is waited
+    /// for.
+    pub fn subscribe(&self, room: &str, start: StartAt, filter: TypeFilter) -> Result<Subscription, ServiceError> {
+        Ok(self.node.hub.subscribe(room, start)?.with_filter(filter))
+    }
+
+    /// Every room, by name.
+    pub fn list(&self) -> Result<Vec<RoomInfo>, ServiceError> {
+        Ok(self.node.store.rooms()?)
+    }
+}
