@@ -31,21 +31,7 @@ async fn client_subcommands_against_a_one_node_cluster() {
     let dir = tempfile::TempDir::new().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut node = NodeProc {
-        id: 1,
-        url: url.clone(),
-        port,
-        data_dir: dir.path().join("data"),
-        log: dir.path().join("node.log"),
-        args: vec![
-            "serve".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
-        ],
-        child: None,
-    };
+    let mut node = NodeProc::new(1, port, dir.path().join("data"), dir.path().join("node.log"), Vec::new());
     node.start();
     let client = node.client();
     wait_for(Duration::from_secs(30), "the one-node cluster to be ready", || {

@@ -9,7 +9,6 @@ use reqwest::Method;
 use serde_json::json;
 use synap::client::Client;
 
-const READY: Duration = Duration::from_secs(30);
 const CONVERGE: Duration = Duration::from_secs(30);
 
 fn rooms(names: &[&str]) -> Vec<String> {

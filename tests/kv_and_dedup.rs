@@ -8,8 +8,6 @@ use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const READY: Duration = Duration::from_secs(30);
-
 /// Runs one command through `/api/v1/command` on `base`; returns the payload
 /// of a successful answer, panics with the error otherwise.
 async fn command(base: &str, name: &str, payload: Value) -> Value {

@@ -3,38 +3,45 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use reqwest::Method;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn room_lifecycle_batch_history_and_filters() {
+/// A one-node cluster holding room `events` with ten events, alternating
+/// `user.created` (even offsets) and `order.paid` (odd ones).
+async fn ten_events() -> (Cluster, String, synap::client::Client) {
     let cluster = Cluster::start(1, &[]);
-    cluster.wait_ready(Duration::from_secs(30)).await;
+    cluster.wait_ready(READY).await;
     let base = cluster.nodes[0].url.clone();
     let client = cluster.nodes[0].client();
-
-    // Create (201), create again (409), get-or-create (200, not created).
-    let (status, body) = raw(Method::POST, &format!("{base}/stream/events"), Some(r#"{"max_events":1000}"#)).await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["stats"]["max_events"], 1000);
-    let (status, _) = raw(Method::POST, &format!("{base}/stream/events"), None).await;
-    assert_eq!(status, 409);
-    let (status, body) = raw(Method::PUT, &format!("{base}/stream/events"), None).await;
-    assert_eq!((status, body["created"].clone()), (200, json!(false)));
-
-    // Batch: offsets in order.
     let events: Vec<_> = (0..10)
         .map(|i| json!({ "event": if i % 2 == 0 { "user.created" } else { "order.paid" }, "data": { "i": i } }))
         .collect();
     let (status, body) =
         raw(Method::POST, &format!("{base}/stream/events/batch"), Some(&json!({ "events": events }).to_string())).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["offsets"], json!([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    assert_eq!(body["offsets"], json!([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]), "a batch gets consecutive offsets, in order");
+    (cluster, base, client)
+}
 
-    // Paging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_room_twice_conflicts_and_get_or_create_does_not() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_ready(READY).await;
+    let base = cluster.nodes[0].url.clone();
+    let (status, body) = raw(Method::POST, &format!("{base}/stream/events"), Some(r#"{"max_events":1000}"#)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["stats"]["max_events"], 1000);
+    let (status, body) = raw(Method::POST, &format!("{base}/stream/events"), None).await;
+    assert_eq!((status, body["error"].clone()), (409, json!("room 'events' already exists")));
+    let (status, body) = raw(Method::PUT, &format!("{base}/stream/events"), None).await;
+    assert_eq!((status, body["created"].clone()), (200, json!(false)));
+    assert_eq!(body["stats"]["max_events"], 1000, "get-or-create keeps the existing settings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_through_a_room() {
+    let (_cluster, _, client) = ten_events().await;
     let page = client.history("events", 0, 4).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
     assert_eq!(page.next_offset, 4);
@@ -42,31 +49,49 @@ async fn room_lifecycle_batch_history_and_filters() {
     let page = client.history("events", page.next_offset as i64, 100).await.unwrap();
     assert_eq!(page.events.first().map(|e| e.offset), Some(4));
     assert_eq!(page.next_offset, 10);
+}
 
-    // Negative offsets count back from the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negative_offset_counts_back_from_the_end() {
+    let (_cluster, _, client) = ten_events().await;
     let tail = client.history("events", -3, 100).await.unwrap();
     assert_eq!(tail.events.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![7, 8, 9]);
+    let all = client.history("events", -100, 100).await.unwrap();
+    assert_eq!(all.events.len(), 10, "further back than the start is the start");
+}
 
-    // Type filter, checked against the unfiltered history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_filter_returns_exactly_the_matching_events() {
+    let (_cluster, base, client) = ten_events().await;
     let all = client.history_all("events").await.unwrap();
     let (status, body) = raw(Method::GET, &format!("{base}/stream/events/history?types=user.*&limit=100"), None).await;
     assert_eq!(status, 200);
     let filtered: Vec<u64> = body["events"].as_array().unwrap().iter().map(|e| e["offset"].as_u64().unwrap()).collect();
     let expected: Vec<u64> = all.iter().filter(|e| e.event == "user.created").map(|e| e.offset).collect();
     assert_eq!(filtered, expected);
+    assert_eq!(filtered.len(), 5);
+}
 
-    // Stats and list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_the_room_list_describe_the_rooms() {
+    let (_cluster, _, client) = ten_events().await;
     let stats = client.stats("events").await.unwrap();
     assert_eq!((stats.event_count, stats.next_offset, stats.generation), (10, 10, 1));
     assert_eq!(client.rooms().await.unwrap(), vec!["events".to_owned()]);
+}
 
-    // Strong read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strong_read_sees_the_last_write() {
+    let (_cluster, base, _) = ten_events().await;
     let (status, body) =
         raw(Method::GET, &format!("{base}/stream/events/history?consistency=strong&from_offset=-1"), None).await;
     assert_eq!(status, 200);
     assert_eq!(body["events"][0]["offset"], 9);
+}
 
-    // Delete, then re-create: a new generation starting again at offset 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_room_comes_back_as_a_new_generation_from_offset_0() {
+    let (_cluster, base, client) = ten_events().await;
     let (status, _) = raw(Method::DELETE, &format!("{base}/stream/events"), None).await;
     assert_eq!(status, 200);
     let (status, _) = raw(Method::GET, &format!("{base}/stream/events/history"), None).await;
@@ -82,7 +107,7 @@ async fn room_lifecycle_batch_history_and_filters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_count_trims_the_oldest_events() {
     let cluster = Cluster::start(1, &[]);
-    cluster.wait_ready(Duration::from_secs(30)).await;
+    cluster.wait_ready(READY).await;
     let base = cluster.nodes[0].url.clone();
     let client = cluster.nodes[0].client();
     let (status, _) = raw(Method::POST, &format!("{base}/stream/capped"), Some(r#"{"max_events":5}"#)).await;
@@ -101,13 +126,13 @@ async fn retention_by_count_trims_the_oldest_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_keeps_its_data_and_does_not_reinitialise() {
     let mut cluster = Cluster::start(1, &[]);
-    cluster.wait_ready(Duration::from_secs(30)).await;
+    cluster.wait_ready(READY).await;
     let client = cluster.nodes[0].client();
     let first = client.publish("durable", "one", &json!({ "n": 1 }), None, None).await.unwrap();
     let log_before = client.cluster_status().await.unwrap().last_log_index;
     cluster.nodes[0].stop();
     cluster.nodes[0].start();
-    cluster.wait_ready(Duration::from_secs(30)).await;
+    cluster.wait_ready(READY).await;
     let status = client.cluster_status().await.unwrap();
     assert!(status.last_log_index >= log_before, "the log survived the restart: {status:?}");
     assert_eq!(client.history_all("durable").await.unwrap().len(), 1, "the event survived the restart");

@@ -271,7 +271,7 @@ async fn a_stalled_reader_costs_no_memory_and_then_catches_up() {
     let cluster = Cluster::start(1, &["--subscriber-send-timeout-secs", "300"]);
     cluster.wait_ready(READY).await;
     let url = cluster.nodes[0].url.clone();
-    let pid = cluster.nodes[0].child.as_ref().unwrap().id();
+    let pid = cluster.nodes[0].pid().expect("node 1 runs");
     publish_batch(&url, "stall", 0, 100, |_| "warmup").await;
     let (mut socket, _) =
         tokio_tungstenite::connect_async(ws_url(&url, "/stream/stall/ws?from_offset=100")).await.unwrap();

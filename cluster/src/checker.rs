@@ -1,4 +1,4 @@
-//! Checks a run against DESIGN §5, from the operations the workload
+//! Checks a run against the guarantees of `docs/architecture.md`, from the operations the workload
 //! recorded and the history every node serves after the faults healed.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,5 +1,5 @@
 //! `synap-chaos`: runs a workload against a real Synap cluster while
-//! injecting faults, then checks every guarantee of DESIGN §5 and prints a
+//! injecting faults, then checks every guarantee of `docs/architecture.md` and prints a
 //! report. Exits 1 if any guarantee was broken, 2 if the run itself could
 //! not be carried out.
 

@@ -2,10 +2,11 @@
 //! local `synap` processes, or the compose cluster's containers.
 
 use std::path::PathBuf;
-
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
 use synap_chaos::powercut::PowerDisk;
+use synap_chaos::process::{free_port, Process};
 
 /// How to reach and hurt one node.
 pub struct Node {
@@ -13,10 +14,8 @@ pub struct Node {
     pub id: u64,
     /// Base URL from this process.
     pub url: String,
-    /// Local target: the process and how to start it again.
-    process: Option<Child>,
-    args: Vec<String>,
-    log: Option<PathBuf>,
+    /// Local target: the process, which knows how to start it again.
+    process: Option<Process>,
     /// Compose target: the container name.
     container: Option<String>,
     /// Whether the node is meant to be running (not killed, not removed).
@@ -50,10 +49,6 @@ enum Kind {
     Compose { network: String },
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let output = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
     if output.status.success() {
@@ -83,7 +78,9 @@ impl Target {
     }
 
     fn local_node(&self, id: u64, port: u16, extra: Vec<String>) -> Result<Node, String> {
-        let Kind::Local { dir, secret, options, .. } = &self.kind else { return Err("not a local target".into()) };
+        let Kind::Local { binary, dir, secret, options } = &self.kind else {
+            return Err("not a local target".into());
+        };
         let (disk, data_dir) = if options.power_cuts {
             let mount = dir.path().join(format!("disk{id}"));
             std::fs::create_dir_all(&mount).map_err(|e| e.to_string())?;
@@ -106,12 +103,12 @@ impl Target {
         ];
         args.extend(extra);
         args.extend(options.node_args.iter().cloned());
+        let log = dir.path().join(format!("node{id}.log"));
+        let process = Process::new(binary, args, log).env("SYNAP_LOG", "synap=info,openraft=warn");
         Ok(Node {
             id,
             url: format!("http://127.0.0.1:{port}"),
-            process: None,
-            args,
-            log: Some(dir.path().join(format!("node{id}.log"))),
+            process: Some(process),
             container: None,
             up: false,
             paused: false,
@@ -128,8 +125,6 @@ impl Target {
                 id,
                 url: format!("http://127.0.0.1:{}", 15500 + id),
                 process: None,
-                args: Vec::new(),
-                log: None,
                 container: Some(format!("synap{id}")),
                 up: true,
                 paused: false,
@@ -171,21 +166,9 @@ impl Target {
     /// Starts (or restarts) node `i` with its data.
     pub fn start(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        match &self.kind {
-            Kind::Local { binary, .. } => {
-                let log = node.log.as_ref().ok_or("no log path")?;
-                let log = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| e.to_string())?;
-                let child = Command::new(binary)
-                    .args(&node.args)
-                    .env("SYNAP_LOG", "synap=info,openraft=warn")
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone().map_err(|e| e.to_string())?)
-                    .stderr(log)
-                    .spawn()
-                    .map_err(|e| format!("start {}: {e}", binary.display()))?;
-                node.process = Some(child);
-            }
-            Kind::Compose { .. } => run("docker", &["start", node.container.as_deref().unwrap_or_default()])?,
+        match (&mut node.process, &node.container) {
+            (Some(process), _) => process.start().map_err(|e| e.to_string())?,
+            (None, container) => run("docker", &["start", container.as_deref().unwrap_or_default()])?,
         }
         node.up = true;
         node.paused = false;
@@ -195,14 +178,11 @@ impl Target {
     /// SIGKILL node `i` (it stays down until [`Target::start`]).
     pub fn kill(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        match &self.kind {
-            Kind::Local { .. } => {
-                if let Some(mut child) = node.process.take() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+        match (&mut node.process, &node.container) {
+            (Some(process), _) => {
+                process.kill();
             }
-            Kind::Compose { .. } => run("docker", &["kill", node.container.as_deref().unwrap_or_default()])?,
+            (None, container) => run("docker", &["kill", container.as_deref().unwrap_or_default()])?,
         }
         node.up = false;
         node.paused = false;
@@ -219,13 +199,8 @@ impl Target {
             if node.disk.is_none() {
                 return Err(format!("node {} is not on a power-cut disk", node.id));
             }
-            if let Some(mut child) = node.process.take() {
-                dead.push(child.id());
-                if node.paused {
-                    let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+            if let Some(pid) = node.process.as_mut().and_then(Process::kill) {
+                dead.push(pid);
             }
             node.up = false;
             node.paused = false;
@@ -241,12 +216,9 @@ impl Target {
     /// Freezes node `i` (SIGSTOP or `docker pause`).
     pub fn pause(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        match &self.kind {
-            Kind::Local { .. } => {
-                let pid = node.process.as_ref().ok_or("node is not running")?.id().to_string();
-                run("kill", &["-STOP", &pid])?;
-            }
-            Kind::Compose { .. } => run("docker", &["pause", node.container.as_deref().unwrap_or_default()])?,
+        match (&mut node.process, &node.container) {
+            (Some(process), _) => process.pause().map_err(|e| e.to_string())?,
+            (None, container) => run("docker", &["pause", container.as_deref().unwrap_or_default()])?,
         }
         node.paused = true;
         Ok(())
@@ -255,12 +227,9 @@ impl Target {
     /// Thaws node `i`.
     pub fn resume(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
-        match &self.kind {
-            Kind::Local { .. } => {
-                let pid = node.process.as_ref().ok_or("node is not running")?.id().to_string();
-                run("kill", &["-CONT", &pid])?;
-            }
-            Kind::Compose { .. } => run("docker", &["unpause", node.container.as_deref().unwrap_or_default()])?,
+        match (&mut node.process, &node.container) {
+            (Some(process), _) => process.resume().map_err(|e| e.to_string())?,
+            (None, container) => run("docker", &["unpause", container.as_deref().unwrap_or_default()])?,
         }
         node.paused = false;
         Ok(())
@@ -317,14 +286,8 @@ impl Target {
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
         for node in &self.nodes {
-            if let Some(log) = &node.log {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                let all: Vec<&str> = text.lines().collect();
-                out.push_str(&format!(
-                    "--- node {} ---\n{}\n",
-                    node.id,
-                    all[all.len().saturating_sub(lines)..].join("\n")
-                ));
+            if let Some(process) = &node.process {
+                out.push_str(&format!("--- node {} ---\n{}\n", node.id, process.log_tail(lines)));
             }
         }
         out
@@ -353,13 +316,8 @@ impl Target {
 impl Drop for Target {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.process.take() {
-                if node.paused {
-                    let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            // A local process is thawed and killed when it drops; disks
+            // unmount after it (field order of `Node`).
             if node.paused {
                 if let Some(container) = &node.container {
                     let _ = Command::new("docker").args(["unpause", container]).status();

@@ -8,7 +8,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use synap::raft::log_store::segments::SegmentLog;
 use synap::raft::log_store::LogStore;
 use synap::store::{database, Database, Store};
 use synap_chaos::powercut::PowerDisk;
+use synap_chaos::process::{free_port, Process};
 use tempfile::TempDir;
 
 /// A mounted power-cut disk in a temporary directory.
@@ -139,47 +139,21 @@ fn synap_binary() -> PathBuf {
     binary
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// One node on a power-cut disk.
 struct Node {
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
+    process: Process,
     url: String,
 }
 
 impl Node {
     fn new(disk: &PowerDisk, logs: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
+        let port = free_port().expect("free port");
         let mut args: Vec<String> =
             ["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"].into_iter().map(String::from).collect();
         args.push(disk.path().join("node").display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self { args, log: logs.join("node.log"), child: None, url: format!("http://127.0.0.1:{port}") }
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(synap_binary())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start synap");
-        self.child = Some(child);
-    }
-
-    /// kill -9; returns the pid for the disk to fence.
-    fn kill(&mut self) -> u32 {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id();
-        child.kill().unwrap();
-        child.wait().unwrap();
-        pid
+        let process = Process::new(&synap_binary(), args, logs.join("node.log"));
+        Self { process, url: format!("http://127.0.0.1:{port}") }
     }
 
     async fn wait_ready(&self) {
@@ -190,21 +164,8 @@ impl Node {
             if ready {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "node not ready within 30 s; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+            assert!(Instant::now() < deadline, "node not ready within 30 s; log:\n{}", self.process.log_tail(40));
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
@@ -228,12 +189,12 @@ async fn acknowledged_after_cut(extra: &[&str]) -> (usize, usize) {
     let (_dir, disk) = disk();
     let logs = TempDir::new().unwrap();
     let mut node = Node::new(&disk, logs.path(), extra);
-    node.start();
+    node.process.start().unwrap();
     node.wait_ready().await;
     let offsets = publish(&node.url, 200).await;
-    let pid = node.kill();
+    let pid = node.process.kill().expect("the node was running");
     disk.cut(&[pid]);
-    node.start();
+    node.process.start().unwrap();
     node.wait_ready().await;
     let events = synap::client::Client::new(&node.url).history_all("cut").await.unwrap_or_default();
     let kept = offsets

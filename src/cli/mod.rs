@@ -1,5 +1,5 @@
 //! The `synap` command line: the server (`serve`) and the client
-//! subcommands (DESIGN §3).
+//! subcommands (`docs/operations.md`, "Command line").
 
 mod bench;
 mod client_cmds;

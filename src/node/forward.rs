@@ -233,3 +233,70 @@ impl Forwarder {
         answer.map_err(ForwardError::NotTaken)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::body::Bytes;
+    use axum::routing::post;
+
+    use super::*;
+
+    /// A fake leader on a free port: `answer` turns each forwarded batch into
+    /// its replies. Returns its URL and how many batches it received.
+    async fn leader(stall: bool) -> (BaseUrl, Arc<AtomicUsize>) {
+        let batches = Arc::new(AtomicUsize::new(0));
+        let seen = batches.clone();
+        let app = axum::Router::new().route(
+            "/raft/forward",
+            post(move |body: Bytes| {
+                let seen = seen.clone();
+                async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    if stall {
+                        std::future::pending::<()>().await;
+                    }
+                    let batch: ForwardRequest = codec::decode(&body).expect("a forward request");
+                    let replies: Vec<ForwardReply> =
+                        batch.requests.iter().map(|_| ForwardReply::NotLeader { leader: Some(7) }).collect();
+                    codec::encode(&replies).expect("encodable")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = BaseUrl::parse(&format!("http://{}", listener.local_addr().expect("address"))).expect("url");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, batches)
+    }
+
+    #[tokio::test]
+    async fn a_stalled_leader_holds_only_its_own_slots() {
+        let forwarder = Forwarder::new(PeerClient::new(None));
+        let (stalled, _) = leader(true).await;
+        let (healthy, batches) = leader(false).await;
+        // Fill every slot of the stalled leader's worker, and queue more.
+        let stuck: Vec<_> = (0..MAX_IN_FLIGHT + 2)
+            .map(|_| {
+                let (forwarder, url) = (forwarder.clone(), stalled.clone());
+                tokio::spawn(async move { forwarder.forward(&url, &Request::Expire, Duration::from_secs(60)).await })
+            })
+            .collect();
+        // The healthy leader's requests still get through, each answered.
+        let answers = futures_util::future::join_all(
+            (0..10).map(|_| forwarder.forward(&healthy, &Request::Expire, Duration::from_secs(60))),
+        );
+        let answers = tokio::time::timeout(Duration::from_secs(20), answers)
+            .await
+            .expect("requests to a healthy leader are not held up by a stalled one");
+        for answer in answers {
+            assert!(matches!(answer, Ok(ForwardReply::NotLeader { leader: Some(7) })), "{answer:?}");
+        }
+        let rpcs = batches.load(Ordering::SeqCst);
+        assert!((1..=10).contains(&rpcs), "{rpcs} RPCs for 10 requests");
+        assert!(stuck.iter().all(|task| !task.is_finished()), "the stalled leader's requests are still waiting");
+        for task in stuck {
+            task.abort();
+        }
+    }
+}

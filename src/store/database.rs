@@ -1,5 +1,5 @@
 //! The sled database that holds the applied state, opened with Synap's
-//! settings, and the one way to make it durable: [`Database::checkpoint`].
+//! settings, and the one way to make it durable: `checkpoint` (through `Store::checkpoint`).
 //!
 //! sled's own `flush` writes its buffers and calls `sync_file_range`, which
 //! survives a process crash but not a power cut (no file metadata, no

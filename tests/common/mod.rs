@@ -1,87 +1,84 @@
 //! Test harness: real `synap` processes on 127.0.0.1 with free ports and
-//! temporary data directories.
-
+//! temporary data directories (run through `synap_chaos::process`, as the
+//! chaos tool runs its local nodes).
+//!
+//! Each test binary uses part of this module; what one does not use is not
+//! dead code.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use synap::client::{Client, ClientError, Event};
+use synap::client::{Client, Event};
+use synap_chaos::process::Process;
 use tempfile::TempDir;
+
+/// How long a node may take to become ready (elections, catching up).
+pub const READY: Duration = Duration::from_secs(30);
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    synap_chaos::process::free_port().expect("free port")
 }
 
 /// One `synap serve` process and how to restart it.
 pub struct NodeProc {
     pub id: u64,
     pub url: String,
-    pub port: u16,
     pub data_dir: PathBuf,
-    pub log: PathBuf,
-    pub args: Vec<String>,
-    pub child: Option<Child>,
+    process: Process,
 }
 
 impl NodeProc {
+    /// A node of this build's binary with `args` (after `serve`), logging to
+    /// `log`. Not started yet.
+    pub fn new(id: u64, port: u16, data_dir: PathBuf, log: PathBuf, args: Vec<String>) -> NodeProc {
+        let mut all = vec![
+            "serve".to_owned(),
+            "--id".to_owned(),
+            id.to_string(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".to_owned(),
+            data_dir.display().to_string(),
+        ];
+        all.extend(args);
+        let process =
+            Process::new(Path::new(env!("CARGO_BIN_EXE_synap")), all, log).env("SYNAP_LOG", "synap=info,openraft=warn");
+        NodeProc { id, url: format!("http://127.0.0.1:{port}"), data_dir, process }
+    }
+
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "node {} is already running", self.id);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_synap"))
-            .args(&self.args)
-            .env("SYNAP_LOG", "synap=info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn synap");
-        self.child = Some(child);
+        self.process.start().unwrap_or_else(|e| panic!("node {}: {e}", self.id));
     }
 
     /// SIGTERM (graceful: in-flight requests finish), and reap; SIGKILL if
     /// it has not exited after 10 s.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        self.process.stop(Duration::from_secs(10));
     }
 
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
     }
 
     pub fn client(&self) -> Client {
         Client::new(&self.url)
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -131,18 +128,7 @@ impl Cluster {
     fn make_node(&self, id: u64, port: u16, extra: Vec<String>) -> NodeProc {
         let data_dir = self.dir.path().join(format!("node{id}"));
         let log = self.dir.path().join(format!("node{id}.log"));
-        let url = format!("http://127.0.0.1:{port}");
-        let mut args = vec![
-            "serve".to_owned(),
-            "--id".to_owned(),
-            id.to_string(),
-            "--listen".to_owned(),
-            format!("127.0.0.1:{port}"),
-            "--data-dir".to_owned(),
-            data_dir.display().to_string(),
-        ];
-        args.extend(extra);
-        NodeProc { id, url, port, data_dir, log, args, child: None }
+        NodeProc::new(id, port, data_dir, log, extra)
     }
 
     /// Starts a new node that joins through `via`.
@@ -229,10 +215,7 @@ impl Cluster {
 
     pub fn dump_logs(&self) {
         for node in &self.nodes {
-            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("----- node {} log (last {} lines) -----\n{}", node.id, tail.len(), tail.join("\n"));
+            eprintln!("----- node {} log (last 40 lines) -----\n{}", node.id, node.log_tail(40));
         }
     }
 }
@@ -422,6 +405,3 @@ pub async fn histories(
     }
     all
 }
-
-/// Unused-result helper so tests can ignore a client error explicitly.
-pub fn ignore(_: Result<impl Sized, ClientError>) {}

@@ -3,10 +3,10 @@
 //!
 //! Durability is the whole point of this module:
 //! - `append` writes the entries and hands their completion to the
-//!   [`flusher`], which `fdatasync`s the segment and only then tells
+//!   `flusher`, which `fdatasync`s the segment and only then tells
 //!   openraft the entries are on disk, so an entry never counts towards a
 //!   quorum before it is durable. Appends waiting at once share one sync.
-//! - `save_vote` and `purge` replace the [`meta`] file atomically and sync
+//! - `save_vote` and `purge` replace the `meta` file atomically and sync
 //!   it (and its directory) before they return.
 //! - `truncate` is synced before it returns, so entries a new leader
 //!   overwrote never come back after a crash.
