@@ -74,13 +74,21 @@ pub enum SubscribeError {
 
 struct RoomChannel {
     head: watch::Sender<RoomHead>,
-    /// Contiguous run of the room's newest events.
-    cache: Mutex<VecDeque<Arc<LiveEvent>>>,
+    cache: Mutex<Cache>,
     subscribers: AtomicUsize,
 }
 
+/// A contiguous run of the room's newest events, and the incarnation they
+/// belong to: checked under the same lock that refills it, so a reader of
+/// a deleted room can never be handed the new room's events.
+#[derive(Default)]
+struct Cache {
+    room_id: Option<u64>,
+    events: VecDeque<Arc<LiveEvent>>,
+}
+
 impl RoomChannel {
-    fn cache(&self) -> MutexGuard<'_, VecDeque<Arc<LiveEvent>>> {
+    fn cache(&self) -> MutexGuard<'_, Cache> {
         // The cache holds no invariant a panicking holder could break
         // halfway (push/pop only), so a poisoned lock is still usable.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
@@ -115,20 +123,21 @@ impl Hub {
             let Some(channel) = rooms.get(&update.room) else { continue };
             let head = head_of(update.meta.as_ref());
             let mut cache = channel.cache();
-            if head.room_id != channel.head.borrow().room_id {
-                cache.clear();
+            if head.room_id != cache.room_id {
+                cache.events.clear();
+                cache.room_id = head.room_id;
             }
             for (offset, event) in update.appended {
-                if cache.back().is_some_and(|last| last.offset + 1 != offset) {
-                    cache.clear();
+                if cache.events.back().is_some_and(|last| last.offset + 1 != offset) {
+                    cache.events.clear();
                 }
-                cache.push_back(Arc::new(LiveEvent::new(offset, event)));
-                if cache.len() > CACHE_EVENTS_PER_ROOM {
-                    cache.pop_front();
+                cache.events.push_back(Arc::new(LiveEvent::new(offset, event)));
+                if cache.events.len() > CACHE_EVENTS_PER_ROOM {
+                    cache.events.pop_front();
                 }
             }
-            while cache.front().is_some_and(|first| first.offset < head.min_offset) {
-                cache.pop_front();
+            while cache.events.front().is_some_and(|first| first.offset < head.min_offset) {
+                cache.events.pop_front();
             }
             drop(cache);
             channel.head.send_replace(head);
@@ -141,7 +150,7 @@ impl Hub {
         let rooms = self.rooms();
         for (name, channel) in rooms.iter() {
             let head = head_of(self.store.room(name)?.as_ref());
-            channel.cache().clear();
+            *channel.cache() = Cache { room_id: head.room_id, events: VecDeque::new() };
             channel.head.send_replace(head);
         }
         Ok(())
@@ -168,9 +177,10 @@ impl Hub {
                             return Err(e.into());
                         }
                     };
-                    let (head, _) = watch::channel(head_of(meta.as_ref()));
-                    let channel =
-                        Arc::new(RoomChannel { head, cache: Mutex::default(), subscribers: AtomicUsize::new(0) });
+                    let head = head_of(meta.as_ref());
+                    let cache = Mutex::new(Cache { room_id: head.room_id, events: VecDeque::new() });
+                    let (head, _) = watch::channel(head);
+                    let channel = Arc::new(RoomChannel { head, cache, subscribers: AtomicUsize::new(0) });
                     rooms.insert(room.to_owned(), channel.clone());
                     channel
                 }
@@ -212,16 +222,17 @@ impl Hub {
         limit: usize,
         matches: impl Fn(&str) -> bool,
     ) -> Result<(Vec<Arc<LiveEvent>>, u64), StoreError> {
-        // The cache belongs to the room's current incarnation only.
-        let cache_is_ours = channel.head.borrow().room_id == Some(room_id);
-        if cache_is_ours {
+        {
             let cache = channel.cache();
-            if let Some(first) = cache.front() {
+            // The cache belongs to one incarnation of the room, checked
+            // under the lock that refills it.
+            let first = cache.events.front().filter(|_| cache.room_id == Some(room_id));
+            if let Some(first) = first {
                 if first.offset <= from {
                     let skip = (from - first.offset) as usize;
                     let mut events = Vec::new();
                     let mut next = from;
-                    for event in cache.iter().skip(skip).take_while(|e| e.offset < end) {
+                    for event in cache.events.iter().skip(skip).take_while(|e| e.offset < end) {
                         next = event.offset + 1;
                         if matches(&event.event.event_type) {
                             events.push(event.clone());
@@ -230,7 +241,7 @@ impl Hub {
                             }
                         }
                     }
-                    if next > from || skip < cache.len() {
+                    if next > from || skip < cache.events.len() {
                         return Ok((events, next));
                     }
                 }
@@ -276,6 +287,66 @@ impl Drop for SubscriberGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn incarnation(id: u64, events: u64) -> RoomUpdate {
+        let info = crate::command::RoomInfo {
+            name: "r".into(),
+            generation: id,
+            next_offset: events,
+            min_offset: 0,
+            config: Default::default(),
+            created_at: 0,
+            last_event_at: 0,
+            published_total: events,
+            bytes_total: 0,
+        };
+        let appended = (0..events)
+            .map(|offset| {
+                let event = StoredEvent {
+                    event_type: "t".into(),
+                    data: id.to_string(),
+                    metadata: None,
+                    timestamp: 0,
+                    id: format!("{id}-{offset}"),
+                };
+                (offset, Arc::new(event))
+            })
+            .collect();
+        RoomUpdate { room: "r".into(), meta: Some(crate::store::RoomMeta { id, info }), appended }
+    }
+
+    #[test]
+    fn a_reader_of_a_deleted_room_never_gets_the_new_rooms_events() {
+        let (_dir, store) = Store::scratch();
+        let hub = Hub::new(store, 8);
+        let subscription = hub.subscribe("r", StartAt::Offset(0)).unwrap();
+        let channel = subscription_channel(&hub);
+        hub.applied(vec![incarnation(1, 8)]);
+        // The room is deleted and created again, over and over, while a
+        // reader of incarnation 1 keeps reading.
+        let writer = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    hub.applied(vec![incarnation(1 + i % 2, 8)]);
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() || reads == 0 {
+            let (events, _) = hub.read(&channel, 1, 0, 8, 8, |_| true).unwrap();
+            for event in events {
+                assert_eq!(event.event.data, "1", "incarnation 1's reader got {}", event.event.id);
+            }
+            reads += 1;
+        }
+        writer.join().unwrap();
+        drop(subscription);
+    }
+
+    fn subscription_channel(hub: &Hub) -> Arc<RoomChannel> {
+        hub.rooms().get("r").cloned().expect("a subscribed room has a channel")
+    }
 
     #[test]
     fn an_explicit_offset_is_kept_for_a_room_this_node_does_not_have_yet() {

@@ -107,6 +107,7 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     let hub = Hub::new(store.clone(), config.max_subscribers);
     let sm = StateMachine::open(store.clone(), &config.data_dir.join("snapshot"), hub.clone())?;
     let applied = sm.subscribe();
+    let applied_clock = sm.subscribe_clock();
 
     let raft_config = Config {
         cluster_name: "synap".into(),
@@ -137,7 +138,7 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     let raft = raft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    let proposer = Proposer::start(raft.clone(), config.dedup_window, config.write_timeout * 2);
+    let proposer = Proposer::start(raft.clone(), config.dedup_window, config.write_timeout * 2, applied_clock);
     tokio::spawn(propose_expiry(raft.clone(), proposer.clone(), config.id));
     let forwarder = Forwarder::new(peers.clone());
     Ok(Arc::new(Node { config, raft, store, hub, peers, applied, proposer, forwarder }))

@@ -13,7 +13,7 @@ use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::command::{Command, Reply, Request};
 use crate::raft::{Node, NodeId, Raft};
@@ -72,9 +72,14 @@ impl Proposer {
     /// its slot and its clients hear "outcome unknown": openraft answers a
     /// proposal only when it is applied or truncated, and a leader that was
     /// cut off and then caught up from a snapshot may never see either.
-    pub fn start(raft: Raft, dedup_window: Duration, give_up: Duration) -> Self {
+    ///
+    /// Commands are stamped with a clock that never runs behind `applied`,
+    /// the latest timestamp the state machine applied: a new leader whose
+    /// wall clock lags its predecessor's keeps time moving forward.
+    pub fn start(raft: Raft, dedup_window: Duration, give_up: Duration, applied: watch::Receiver<u64>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, dedup_window.as_millis() as u64, give_up));
+        let clock = ClusterClock { last: 0, applied };
+        tokio::spawn(run(raft, rx, dedup_window.as_millis() as u64, give_up, clock));
         Self { queue }
     }
 
@@ -118,9 +123,14 @@ fn gather<T>(first: T, weight: impl Fn(&T) -> usize, mut next: impl FnMut() -> O
     (batch, None)
 }
 
-async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_window_ms: u64, give_up: Duration) {
+async fn run(
+    raft: Raft,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    dedup_window_ms: u64,
+    give_up: Duration,
+    mut clock: ClusterClock,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut clock = ClusterClock::default();
     let mut carried: Option<Pending> = None;
     loop {
         // Wait for a free slot first: requests that arrive meanwhile join
@@ -192,17 +202,17 @@ async fn run(raft: Raft, mut queue: mpsc::UnboundedReceiver<Pending>, dedup_wind
     }
 }
 
-/// Unix milliseconds that never go backwards on this proposer, even if the
-/// wall clock does.
-#[derive(Default)]
+/// Unix milliseconds that never go backwards: not on this proposer when the
+/// wall clock does, and not behind what the cluster already applied.
 struct ClusterClock {
     last: u64,
+    applied: watch::Receiver<u64>,
 }
 
 impl ClusterClock {
     fn now(&mut self) -> u64 {
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        self.last = self.last.max(wall);
+        self.last = self.last.max(wall).max(*self.applied.borrow());
         self.last
     }
 }
@@ -262,10 +272,22 @@ mod tests {
 
     #[test]
     fn the_cluster_clock_never_goes_back() {
-        let mut clock = ClusterClock { last: u64::MAX - 1 };
+        let (_applied, rx) = watch::channel(0);
+        let mut clock = ClusterClock { last: u64::MAX - 1, applied: rx };
         assert_eq!(clock.now(), u64::MAX - 1, "a wall clock behind the last stamp does not pull it back");
-        let mut fresh = ClusterClock::default();
+        let (_applied, rx) = watch::channel(0);
+        let mut fresh = ClusterClock { last: 0, applied: rx };
         let (a, b) = (fresh.now(), fresh.now());
         assert!(a > 1_700_000_000_000 && b >= a);
+    }
+
+    #[test]
+    fn a_new_leader_stamps_no_earlier_than_what_was_applied() {
+        let ahead = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 3_600_000;
+        let (applied, rx) = watch::channel(ahead);
+        let mut clock = ClusterClock { last: 0, applied: rx };
+        assert_eq!(clock.now(), ahead, "the previous leader's clock was an hour ahead of ours");
+        applied.send_replace(ahead + 5);
+        assert_eq!(clock.now(), ahead + 5);
     }
 }

@@ -29,7 +29,6 @@ use tokio::sync::watch;
 
 use super::{Entry, LogId, Node, NodeId, StorageError, TypeConfig};
 use crate::command::Reply;
-use crate::command::Request;
 use crate::hub::Hub;
 use crate::store::{keys, snapshot, Applier, ApplyBatch, Store, StoreError};
 use crate::{codec, durable};
@@ -64,6 +63,8 @@ pub struct StateMachine {
     membership: Membership,
     snapshot_dir: PathBuf,
     applied: watch::Sender<u64>,
+    /// The latest command timestamp applied, for the proposer's clock.
+    clock: watch::Sender<u64>,
     hub: Arc<Hub>,
 }
 
@@ -84,9 +85,13 @@ impl StateMachine {
         let current = snapshot_dir.join(CURRENT);
         let marker = snapshot_dir.join(INSTALLING);
         if marker.exists() {
-            tracing::warn!("a snapshot install was interrupted; installing it again");
-            snapshot::load(&store, &current)?;
-            store.checkpoint()?;
+            // Without a snapshot file the install stopped before it touched
+            // anything: there is nothing to redo.
+            if current.exists() {
+                tracing::warn!("a snapshot install was interrupted; installing it again");
+                snapshot::load(&store, &current)?;
+                store.checkpoint()?;
+            }
             std::fs::remove_file(&marker)?;
             durable::sync_dir(snapshot_dir)?;
         }
@@ -110,12 +115,20 @@ impl StateMachine {
         let applier = Applier::load(store.clone())?;
         let index = last_applied.as_ref().map_or(0, |id: &LogId| id.index);
         let (applied, _) = watch::channel(index);
-        Ok(Self { store, applier, last_applied, membership, snapshot_dir: snapshot_dir.to_owned(), applied, hub })
+        let (clock, _) = watch::channel(applier.clock());
+        let snapshot_dir = snapshot_dir.to_owned();
+        Ok(Self { store, applier, last_applied, membership, snapshot_dir, applied, clock, hub })
     }
 
     /// Follows the last applied log index.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// Follows the latest command timestamp applied: a new leader whose
+    /// wall clock is behind must not stamp earlier than its predecessor.
+    pub fn subscribe_clock(&self) -> watch::Receiver<u64> {
+        self.clock.subscribe()
     }
 
     /// Writes `batch` with the Raft bookkeeping of the last entry applied
@@ -127,6 +140,7 @@ impl StateMachine {
         let updates = self.applier.commit(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.hub.applied(updates);
         self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
+        self.clock.send_replace(self.applier.clock());
         Ok(())
     }
 
@@ -192,11 +206,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batched = 0;
         let mut replies = Vec::new();
         for entry in entries {
-            // `Expire` scans the committed tree: commit what came before it,
-            // so every node sees the same state there however its entries
-            // were grouped into apply calls.
-            let expires = matches!(&entry.payload, EntryPayload::Normal(c) if c.requests.contains(&Request::Expire));
-            if expires && batched > 0 {
+            let committed_first =
+                matches!(&entry.payload, EntryPayload::Normal(c) if Applier::needs_committed_state(c));
+            if committed_first && batched > 0 {
                 self.commit(std::mem::replace(&mut batch, self.applier.begin()))?;
                 batched = 0;
             }
@@ -248,19 +260,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ));
             return Err(snap_err(ErrorVerb::Read, e));
         }
-        // The order makes every crash point recoverable: the new file is
-        // durable under its final name before the marker says "install in
-        // progress", and the marker goes only once the loaded state is
-        // checkpointed. A restart that finds the marker loads `current.snap`
-        // again (and one that finds the state behind `current.snap` does too).
+        // The order makes every crash point recoverable: the marker says
+        // "install in progress" before anything changes, the new file is
+        // durable under its final name before the state is touched, and the
+        // marker goes only once the loaded state is checkpointed. A restart
+        // that finds the marker loads `current.snap` again (the old one if
+        // the rename did not survive: harmless, the log behind it is still
+        // there), and one that finds the state behind `current.snap` does too.
         let dir = self.snapshot_dir.clone();
-        std::fs::rename(&receiving, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        durable::sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let marker = dir.join(INSTALLING);
         std::fs::File::create(&marker)
             .and_then(|f| durable::sync_all(&f))
             .and_then(|()| durable::sync_dir(&dir))
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        std::fs::rename(&receiving, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        durable::sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let (store, current) = (self.store.clone(), self.current_path());
         // Loading is long, blocking I/O: keep it off the async workers that
         // also carry heartbeats.
@@ -275,6 +289,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tracing::info!(index = meta.last_log_id.map(|id| id.index), "snapshot installed");
         self.hub.resync().map_err(|e| sm_err(ErrorVerb::Read, e))?;
         self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
+        self.clock.send_replace(self.applier.clock());
         Ok(())
     }
 
@@ -295,7 +310,7 @@ mod tests {
     use openraft::{CommittedLeaderId, RaftSnapshotBuilder};
 
     use super::*;
-    use crate::command::{Command, NewEvent};
+    use crate::command::{Command, NewEvent, Request};
     use crate::store::{database, Database};
 
     fn publish(index: u64) -> Entry {
@@ -338,5 +353,19 @@ mod tests {
         assert_eq!(applied, snapshot.meta.last_log_id);
         let room = sm.store.room("orders").unwrap().expect("the room comes back from the snapshot");
         assert_eq!(room.info.next_offset, 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_install_interrupted_before_its_first_snapshot_file_leaves_the_state_alone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut sm = open(dir.path(), "db");
+        sm.apply((1..=3).map(publish)).await.unwrap();
+        drop(sm);
+        // The marker is written first; a crash right after it leaves no
+        // snapshot file to load.
+        std::fs::write(dir.path().join("snapshot").join(INSTALLING), b"").unwrap();
+        let mut sm = open(dir.path(), "db");
+        assert_eq!(sm.applied_state().await.unwrap().0.map(|id| id.index), Some(3));
+        assert!(!dir.path().join("snapshot").join(INSTALLING).exists(), "the marker is cleared");
     }
 }

@@ -19,6 +19,8 @@ pub(crate) const NEXT_ROOM_ID: &[u8] = b"m:next_room_id";
 pub(crate) const LAST_APPLIED: &[u8] = b"m:last_applied";
 /// `m:` The last applied membership (the state machine's).
 pub(crate) const MEMBERSHIP: &[u8] = b"m:membership";
+/// `m:` The latest command timestamp applied.
+pub(crate) const CLOCK: &[u8] = b"m:clock";
 pub(crate) const ROOM_PREFIX: &[u8] = b"r:";
 pub(crate) const GENERATION_PREFIX: &[u8] = b"g:";
 pub(crate) const TOMBSTONE_PREFIX: &[u8] = b"x";
@@ -138,7 +140,7 @@ mod tests {
                 assert_ne!(a[..2], b[..2], "{a:?} and {b:?} share a prefix");
             }
         }
-        assert!([NEXT_ROOM_ID, LAST_APPLIED, MEMBERSHIP].iter().all(|k| k.starts_with(b"m:")));
+        assert!([NEXT_ROOM_ID, LAST_APPLIED, MEMBERSHIP, CLOCK].iter().all(|k| k.starts_with(b"m:")));
         assert!(room("a").starts_with(ROOM_PREFIX));
         assert!(kv_expiry(1, "k").starts_with(KV_EXPIRY_PREFIX));
     }

@@ -28,8 +28,9 @@ pub struct ApplyBatch {
     /// KV records written in this batch (None = deleted): the batch is not
     /// readable from the tree until it commits.
     kv: HashMap<String, Option<KvEntry>>,
-    /// Dedup records written in this batch.
-    dedup: HashMap<Vec<u8>, DedupEntry>,
+    /// Dedup records written in this batch (None = deleted), for the same
+    /// reason as `kv`.
+    dedup: HashMap<Vec<u8>, Option<DedupEntry>>,
     /// Timestamps of the events appended in this batch, by (room id,
     /// offset), for age-based retention.
     timestamps: HashMap<(u64, u64), u64>,
@@ -58,7 +59,7 @@ impl ApplyBatch {
     /// The dedup record under `key` as this batch would leave it.
     fn dedup_entry(&self, tree: &sled::Tree, key: &[u8]) -> Result<Option<DedupEntry>, StoreError> {
         if let Some(pending) = self.dedup.get(key) {
-            return Ok(Some(*pending));
+            return Ok(*pending);
         }
         tree.get(key)?.map(|bytes| codec::decode(&bytes)).transpose().map_err(Into::into)
     }
@@ -76,6 +77,9 @@ pub struct Applier {
     rooms: HashMap<String, RoomMeta>,
     retired_generations: HashMap<String, u64>,
     next_room_id: u64,
+    /// The latest command timestamp applied: new leaders never propose
+    /// earlier than this.
+    clock: u64,
 }
 
 impl Applier {
@@ -98,9 +102,21 @@ impl Applier {
             Some(bytes) => codec::decode(&bytes)?,
             None => 1,
         };
-        let applier = Self { store, rooms, retired_generations, next_room_id };
+        let clock = match tree.get(keys::CLOCK)? {
+            Some(bytes) => codec::decode(&bytes)?,
+            None => 0,
+        };
+        let applier = Self { store, rooms, retired_generations, next_room_id, clock };
         applier.purge_deleted_rooms()?;
         Ok(applier)
+    }
+
+    /// Whether the changes pending before `command` must be committed
+    /// before it is applied: `Expire` scans the committed tree, so every
+    /// node must see the same tree there however its entries were grouped
+    /// into apply calls.
+    pub fn needs_committed_state(command: &Command) -> bool {
+        command.requests.contains(&Request::Expire)
     }
 
     /// Starts an empty batch.
@@ -116,8 +132,14 @@ impl Applier {
         }
     }
 
+    /// The latest command timestamp applied (Unix ms, cluster time).
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
     /// Applies one command into `batch` and answers each of its requests.
     pub fn apply(&mut self, batch: &mut ApplyBatch, command: &Command) -> Result<Vec<Reply>, StoreError> {
+        self.clock = self.clock.max(command.timestamp_ms);
         let mut replies = Vec::with_capacity(command.requests.len());
         for request in &command.requests {
             let reply = match request {
@@ -144,6 +166,7 @@ impl Applier {
     pub fn commit(&mut self, batch: ApplyBatch) -> Result<Vec<RoomUpdate>, StoreError> {
         let ApplyBatch { batch: mut writes, deleted_rooms, mut touched, appended, .. } = batch;
         writes.insert(keys::NEXT_ROOM_ID, codec::encode(&self.next_room_id)?);
+        writes.insert(keys::CLOCK, codec::encode(&self.clock)?);
         self.store.tree().apply_batch(writes)?;
         if !deleted_rooms.is_empty() {
             self.purge_deleted_rooms()?;
@@ -279,7 +302,7 @@ impl Applier {
                 let entry = DedupEntry { offset, timestamp };
                 batch.batch.insert(keys::dedup_expiry(timestamp, meta.id, &new.id), Vec::new());
                 batch.batch.insert(key.clone(), codec::encode(&entry)?);
-                batch.dedup.insert(key, entry);
+                batch.dedup.insert(key, Some(entry));
             }
             published.push(Published { room: new.room.clone(), offset, timestamp, duplicate: false });
             batch.touched.push(new.room.clone());
@@ -356,7 +379,7 @@ impl Applier {
             let key = keys::dedup(u64::from_be_bytes(*room_id), &String::from_utf8_lossy(id));
             if batch.dedup_entry(tree, &key)?.is_some_and(|e| e.timestamp == timestamp) {
                 batch.batch.remove(key.clone());
-                batch.dedup.remove(&key);
+                batch.dedup.insert(key, None);
                 removed += 1;
             }
             batch.batch.remove(index_key);
@@ -423,55 +446,7 @@ impl Applier {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::command::Command;
+mod tests;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        Store::scratch()
-    }
-
-    fn command(timestamp_ms: u64, requests: Vec<Request>) -> Command {
-        Command { timestamp_ms, dedup_window_ms: 120_000, requests }
-    }
-
-    fn publish(room: &str, n: usize) -> Request {
-        let events = (0..n)
-            .map(|i| NewEvent {
-                room: room.into(),
-                event_type: "e".into(),
-                data: i.to_string(),
-                metadata: None,
-                id: format!("id-{i}"),
-                dedup: false,
-            })
-            .collect();
-        Request::Publish { events, create_missing: false }
-    }
-
-    /// Applies `groups` of commands, one apply batch per group.
-    fn apply(groups: &[Vec<Command>]) -> RoomInfo {
-        let (_dir, store) = store();
-        let mut applier = Applier::load(store.clone()).unwrap();
-        for group in groups {
-            let mut batch = applier.begin();
-            for command in group {
-                applier.apply(&mut batch, command).unwrap();
-            }
-            applier.commit(batch).unwrap();
-        }
-        store.room("aged").unwrap().unwrap().info
-    }
-
-    #[test]
-    fn age_retention_does_not_depend_on_how_entries_are_batched() {
-        let config = RoomConfig { max_events: None, max_age_secs: Some(1) };
-        let create = command(0, vec![Request::CreateRoom { room: "aged".into(), config, if_absent: false }]);
-        let early = command(1_000, vec![publish("aged", 2)]);
-        let late = command(5_000, vec![publish("aged", 1)]);
-        let together = apply(&[vec![create.clone(), early.clone(), late.clone()]]);
-        let apart = apply(&[vec![create], vec![early], vec![late]]);
-        assert_eq!((together.min_offset, together.next_offset), (2, 3));
-        assert_eq!((apart.min_offset, apart.next_offset), (2, 3));
-    }
-}
+#[cfg(test)]
+mod determinism;
