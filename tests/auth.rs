@@ -24,6 +24,12 @@ name = "orders-writer"
 key = "write-key"
 permissions = ["publish"]
 rooms = ["orders.*"]
+
+[[keys]]
+name = "orders-admin"
+key = "orders-admin-key"
+permissions = ["publish", "subscribe", "admin"]
+rooms = ["orders.*"]
 "#;
 
 #[derive(Clone, Copy, Debug)]
@@ -119,7 +125,7 @@ async fn every_credential_gets_exactly_its_permissions() {
     };
     let surfaces = [Publish, History, WebSocket, Sse, Command, Admin, Metrics];
     type Expected<'a> = &'a dyn Fn(Surface) -> u16;
-    let credentials: [(&str, Option<&str>, Expected); 5] = [
+    let credentials: [(&str, Option<&str>, Expected); 6] = [
         ("no key", None, &|_| 401),
         ("wrong key", Some("nope"), &|_| 401),
         ("reader", Some("read-key"), &|s| match s {
@@ -129,6 +135,11 @@ async fn every_credential_gets_exactly_its_permissions() {
         ("orders writer", Some("write-key"), &|s| match s {
             Publish | Command => ok(s),
             _ => 403,
+        }),
+        // A key scoped to rooms administers those rooms, never the cluster.
+        ("orders admin", Some("orders-admin-key"), &|s| match s {
+            Admin | Metrics => 403,
+            _ => ok(s),
         }),
         ("admin", Some("admin-key"), &|s| ok(s)),
     ];
@@ -162,7 +173,7 @@ async fn every_credential_gets_exactly_its_permissions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_keys_from_the_flag_work_across_a_cluster_and_for_joining() {
-    let mut cluster = Cluster::start(3, &["--api-key", "k1,k2"]);
+    let mut cluster = Cluster::start(3, &["--api-key", "k1,k2", "--cluster-secret", "s3cret"]);
     cluster.wait_ready(Duration::from_secs(30)).await;
     let follower = cluster.nodes[1].client().with_api_key(Some("k2".into()));
     let r = follower.publish("secured", "e", &json!({}), None, None).await.expect("publish with k2");
@@ -173,4 +184,103 @@ async fn api_keys_from_the_flag_work_across_a_cluster_and_for_joining() {
     let via = cluster.nodes[0].url.clone();
     cluster.add_joining_node(4, &via);
     wait_voter(&cluster.nodes[0].client().with_api_key(Some("k1".into())), 4, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_keys_are_scoped_by_the_room_patterns_of_the_key() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, KEYS).unwrap();
+    let cluster = Cluster::start(1, &["--auth-file", &keys.display().to_string()]);
+    cluster.wait_ready(READY).await;
+    let base = cluster.nodes[0].url.clone();
+    let http = reqwest::Client::new();
+    let set = |key: &'static str| {
+        http.post(format!("{base}/kv/set"))
+            .bearer_auth("orders-admin-key")
+            .json(&json!({"key": key, "value": "v"}))
+            .send()
+    };
+    assert_eq!(set("orders.processed:1").await.unwrap().status(), 200, "inside the key's patterns");
+    let outside = set("payments.processed:1").await.unwrap();
+    assert_eq!(outside.status(), 403);
+    let message: serde_json::Value = outside.json().await.unwrap();
+    assert!(message["error"].as_str().unwrap().contains("KV key 'payments.processed:1'"), "{message}");
+    let read = http.get(format!("{base}/kv/get/payments.processed:1")).bearer_auth("orders-admin-key").send().await;
+    assert_eq!(read.unwrap().status(), 403);
+    // The same rule on the command endpoint.
+    let command = json!({"command": "kv.get", "request_id": "1", "payload": {"key": "payments.processed:1"}});
+    let answer = http.post(format!("{base}/api/v1/command")).bearer_auth("orders-admin-key").json(&command);
+    assert_eq!(answer.send().await.unwrap().status(), 403);
+}
+
+#[test]
+fn a_clustered_node_with_keys_refuses_to_start_without_a_cluster_secret() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let port = free_port();
+    let peers = format!("1=http://127.0.0.1:{port},2=http://127.0.0.1:{}", free_port());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_synap"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--peers", &peers, "--api-key", "k"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run synap");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("needs --cluster-secret"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_endpoint_refuses_a_bad_key_before_reading_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster = Cluster::start(1, &["--api-key", "k"]);
+    cluster.wait_ready(READY).await;
+    let address = cluster.nodes[0].url.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // Announce 16 MB and send none of it: only a server that answers before
+    // reading the body answers at all.
+    let head = format!(
+        "POST /api/v1/command HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer wrong\r\n\
+         Content-Type: application/json\r\nContent-Length: 16000000\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("an answer without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_request_relayed_to_the_leader_keeps_a_key_given_in_the_query() {
+    let mut cluster = Cluster::start(3, &["--api-key", "k", "--cluster-secret", "s"]);
+    cluster.wait_ready(READY).await;
+    let via = cluster.nodes[0].url.clone();
+    cluster.add_joining_node(4, &via);
+    let keyed = cluster.nodes[0].client().with_api_key(Some("k".into()));
+    wait_voter(&keyed, 4, Duration::from_secs(60)).await;
+    let leader = keyed.cluster_status().await.unwrap().leader.expect("a leader");
+    let follower = cluster.nodes.iter().find(|n| n.id != leader && n.id != 4).unwrap().url.clone();
+    let removed =
+        reqwest::Client::new().delete(format!("{follower}/admin/cluster/members/4?api_key=k")).send().await.unwrap();
+    assert_eq!(removed.status(), 200, "{}", removed.text().await.unwrap_or_default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_keys_but_no_cluster_secret_refuses_to_add_nodes() {
+    let cluster = Cluster::start(1, &["--api-key", "k"]);
+    cluster.wait_ready(READY).await;
+    let added = reqwest::Client::new()
+        .post(format!("{}/admin/cluster/learners", cluster.nodes[0].url))
+        .bearer_auth("k")
+        .json(&json!({"id": 2, "url": format!("http://127.0.0.1:{}", free_port())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 400);
+    let message: serde_json::Value = added.json().await.unwrap();
+    assert!(message["error"].as_str().unwrap().contains("--cluster-secret"), "{message}");
 }

@@ -8,13 +8,13 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{Action, Caller};
+use super::auth::{Action, Caller, Token};
 use super::error::ApiError;
 use super::input;
 use super::AppState;
@@ -73,10 +73,11 @@ struct VoterBody {
 }
 
 /// An admin request as it arrived, for the leader if this node is not it.
-struct Relay<'a> {
+struct Relay {
     method: Method,
     path: String,
-    headers: &'a HeaderMap,
+    /// The caller's key (from its `Authorization` header or `?api_key=`).
+    token: Option<String>,
     body: Bytes,
 }
 
@@ -86,7 +87,7 @@ struct Relay<'a> {
 async fn done_or_relayed(
     app: &AppState,
     outcome: Result<u64, AdminError>,
-    relay: Relay<'_>,
+    relay: Relay,
     answer: impl FnOnce(u64) -> serde_json::Value,
 ) -> Result<Response, ApiError> {
     match outcome {
@@ -99,7 +100,7 @@ async fn done_or_relayed(
 /// has caught up.
 pub async fn add_learner(
     caller: Caller,
-    headers: HeaderMap,
+    token: Token,
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -108,15 +109,23 @@ pub async fn add_learner(
     let learner: LearnerBody = input::json(&body)?;
     let url = BaseUrl::parse(&learner.url)
         .map_err(|_| ApiError::bad_request("url must be an http:// or https:// base URL"))?;
+    // A second node opens /raft/* to the network: with keys, only behind a
+    // cluster secret (a node started with --peers or --join is refused at
+    // start-up for the same reason).
+    if !app.auth.is_open() && app.node.config.cluster_secret.is_none() {
+        return Err(ApiError::bad_request(
+            "this node has API keys but no --cluster-secret: restart every node with one before adding nodes",
+        ));
+    }
     let outcome = app.node.add_learner(learner.id, &url).await;
-    let relay = Relay { method: Method::POST, path: "/admin/cluster/learners".into(), headers: &headers, body };
+    let relay = Relay { method: Method::POST, path: "/admin/cluster/learners".into(), token: token.0, body };
     done_or_relayed(&app, outcome, relay, |index| json!({ "added": learner.id, "log_index": index })).await
 }
 
 /// `POST /admin/cluster/voters` `{"id"}`: promotes a learner.
 pub async fn promote(
     caller: Caller,
-    headers: HeaderMap,
+    token: Token,
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -124,14 +133,14 @@ pub async fn promote(
     let body = body?;
     let voter: VoterBody = input::json(&body)?;
     let outcome = app.node.promote(voter.id).await;
-    let relay = Relay { method: Method::POST, path: "/admin/cluster/voters".into(), headers: &headers, body };
+    let relay = Relay { method: Method::POST, path: "/admin/cluster/voters".into(), token: token.0, body };
     done_or_relayed(&app, outcome, relay, |index| json!({ "promoted": voter.id, "log_index": index })).await
 }
 
 /// `DELETE /admin/cluster/members/{id}`
 pub async fn remove(
     caller: Caller,
-    headers: HeaderMap,
+    token: Token,
     State(app): State<AppState>,
     path: Result<Path<NodeId>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -141,7 +150,7 @@ pub async fn remove(
     let relay = Relay {
         method: Method::DELETE,
         path: format!("/admin/cluster/members/{id}"),
-        headers: &headers,
+        token: token.0,
         body: Bytes::new(),
     };
     done_or_relayed(&app, outcome, relay, |index| json!({ "removed": id, "log_index": index })).await
@@ -153,7 +162,7 @@ pub async fn remove(
 async fn relay_to_leader(
     app: &AppState,
     leader: Option<(NodeId, BaseUrl)>,
-    relay: Relay<'_>,
+    relay: Relay,
 ) -> Result<Response, ApiError> {
     let Some((leader, url)) = leader.filter(|(id, _)| *id != app.node.id()) else {
         return Err(ApiError::unavailable("no leader elected; try again"));
@@ -163,9 +172,9 @@ async fn relay_to_leader(
         .request(Lane::Public, relay.method, &url, &relay.path)
         .timeout(RELAY_TIMEOUT)
         .header(header::CONTENT_TYPE, "application/json");
-    // The leader checks the same key.
-    if let Some(authorization) = relay.headers.get(header::AUTHORIZATION) {
-        request = request.header(header::AUTHORIZATION, authorization.clone());
+    // The leader checks the same key, however the caller sent it.
+    if let Some(token) = &relay.token {
+        request = request.bearer_auth(token);
     }
     let response = request
         .body(relay.body)

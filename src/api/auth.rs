@@ -1,17 +1,22 @@
 //! API keys and what each may do.
 //!
 //! Keys come from `--api-key` (full access) and from an `--auth-file`
-//! (TOML) that gives each key a set of actions and room patterns. A request
-//! carries its key as `Authorization: Bearer <key>` or, for browsers'
-//! WebSocket and EventSource, `?api_key=<key>`. With no keys configured the
-//! API is open. Wrong or missing key: 401; key without the permission: 403.
+//! (TOML) that gives each key a set of actions and, optionally, patterns.
+//! A request carries its key as `Authorization: Bearer <key>` or, for
+//! browsers' WebSocket and EventSource, `?api_key=<key>`. With no keys
+//! configured the API is open. Wrong or missing key: 401; key without the
+//! permission: 403.
+//!
+//! A key with patterns is scoped: it acts on the rooms, and on the KV keys,
+//! that its patterns match, and on nothing else. What concerns no room or
+//! key (cluster administration, metrics) needs a key without patterns.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -58,11 +63,15 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
-    fn allows(&self, action: Action, room: Option<&str>) -> bool {
+    /// Whether the key may do `action` on `target` (a room or KV key name;
+    /// `None` for what concerns neither). A scoped key acts only on what
+    /// its patterns match.
+    fn allows(&self, action: Action, target: Option<&str>) -> bool {
         self.permissions.contains(&action)
-            && match (room, &self.rooms) {
-                (_, None) | (None, Some(_)) => true,
-                (Some(room), Some(patterns)) => patterns.iter().any(|p| glob(p, room)),
+            && match (target, &self.rooms) {
+                (_, None) => true,
+                (None, Some(_)) => false,
+                (Some(name), Some(patterns)) => patterns.iter().any(|p| glob(p, name)),
             }
     }
 }
@@ -177,7 +186,7 @@ impl Auth {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError { status: StatusCode::UNAUTHORIZED, message: message.to_owned() }
+    ApiError::unauthorized(message)
 }
 
 /// Who is calling, once authenticated.
@@ -190,7 +199,8 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// Whether the caller may do `action` (on `room`, if it concerns one).
+    /// Whether the caller may do `action` on `room` (`None`: on what
+    /// concerns no room, which a scoped key may not).
     pub fn may(&self, action: Action, room: Option<&str>) -> bool {
         match self {
             Caller::Anyone => true,
@@ -198,18 +208,40 @@ impl Caller {
         }
     }
 
-    /// 403 unless the caller may do `action` on `room`.
+    /// Whether the caller may do `action` on anything at all (listing shows
+    /// a scoped key the rooms it may see).
+    pub fn may_some(&self, action: Action) -> bool {
+        match self {
+            Caller::Anyone => true,
+            Caller::Key(key) => key.permissions.contains(&action),
+        }
+    }
+
+    /// 403 unless the caller may do `action` on `room` (`None`: cluster-wide,
+    /// which needs a key without patterns).
     pub fn require(&self, action: Action, room: Option<&str>) -> Result<(), ApiError> {
-        if self.may(action, room) {
+        let target = match room {
+            Some(room) => format!(" on room '{room}'"),
+            None => " on the whole cluster (a key without room patterns)".to_owned(),
+        };
+        self.require_on(action, room, &target)
+    }
+
+    /// 403 unless the caller may do `action` on the KV key `key`: a scoped
+    /// key's patterns must match the KV key.
+    pub fn require_kv(&self, action: Action, key: &str) -> Result<(), ApiError> {
+        self.require_on(action, Some(key), &format!(" on KV key '{key}'"))
+    }
+
+    fn require_on(&self, action: Action, name: Option<&str>, target: &str) -> Result<(), ApiError> {
+        if self.may(action, name) {
             return Ok(());
         }
-        let name = match self {
+        let key = match self {
             Caller::Key(key) => key.name.clone(),
             Caller::Anyone => String::new(),
         };
-        let target = room.map(|r| format!(" on room '{r}'")).unwrap_or_default();
-        let message = format!("key '{name}' lacks the {} permission{target}", action.as_str());
-        Err(ApiError { status: StatusCode::FORBIDDEN, message })
+        Err(ApiError::forbidden(format!("key '{key}' lacks the {} permission{target}", action.as_str())))
     }
 }
 
@@ -224,6 +256,17 @@ pub fn token_of(parts: &Parts) -> Option<String> {
     form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "api_key").map(|(_, v)| v.into_owned())
 }
 
+/// The key a request carried, as sent (for relaying it to the leader).
+pub struct Token(pub Option<String>);
+
+impl FromRequestParts<AppState> for Token {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(token_of(parts)))
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -234,7 +277,46 @@ impl FromRequestParts<AppState> for Caller {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    fn key(permissions: Vec<Action>, rooms: Option<Vec<&str>>) -> Caller {
+        let rooms = rooms.map(|r| r.into_iter().map(str::to_owned).collect());
+        Caller::Key(Arc::new(ApiKey { name: "k".into(), key: "secret".into(), permissions, rooms }))
+    }
+
+    #[test]
+    fn a_scoped_admin_key_administers_its_rooms_not_the_cluster() {
+        let tenant = key(vec![Action::Admin], Some(vec!["tenant-a.*"]));
+        assert!(tenant.require(Action::Admin, Some("tenant-a.orders")).is_ok());
+        assert!(tenant.require(Action::Admin, Some("tenant-b.orders")).is_err());
+        let cluster = tenant.require(Action::Admin, None).unwrap_err();
+        assert_eq!(cluster.status, StatusCode::FORBIDDEN);
+        assert!(cluster.message.contains("whole cluster"), "{}", cluster.message);
+        assert!(key(vec![Action::Admin], None).require(Action::Admin, None).is_ok());
+    }
+
+    #[test]
+    fn kv_keys_are_scoped_by_the_same_patterns() {
+        let tenant = key(vec![Action::Publish, Action::Subscribe], Some(vec!["tenant-a.*"]));
+        assert!(tenant.require_kv(Action::Publish, "tenant-a.processed:1").is_ok());
+        let other = tenant.require_kv(Action::Subscribe, "tenant-b.processed:1").unwrap_err();
+        assert!(other.message.contains("KV key 'tenant-b.processed:1'"), "{}", other.message);
+        assert!(tenant.may_some(Action::Subscribe));
+        assert!(!tenant.may_some(Action::Admin));
+    }
+
+    #[test]
+    fn without_keys_everyone_may_do_everything() {
+        let auth = Auth::default();
+        let caller = auth.authenticate(None).unwrap();
+        assert!(caller.may(Action::Admin, None));
+        let keyed = Auth::load(&["k".into()], None).unwrap();
+        assert_eq!(keyed.authenticate(None).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        assert_eq!(keyed.authenticate(Some("wrong")).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        assert!(keyed.authenticate(Some("k")).unwrap().may(Action::Admin, None));
+    }
 
     #[test]
     fn glob_patterns() {

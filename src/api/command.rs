@@ -5,8 +5,7 @@
 //! refused key, 400 when the envelope itself is not a command.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -81,13 +80,14 @@ impl FromRequestParts<AppState> for CommandCaller {
     }
 }
 
-/// `POST /api/v1/command`
-pub async fn command(
-    CommandCaller(caller): CommandCaller,
-    State(app): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
+/// `POST /api/v1/command`. The key is checked before the body is read: a
+/// caller without a valid key costs no more than its headers.
+pub async fn command(CommandCaller(caller): CommandCaller, State(app): State<AppState>, request: Request) -> Response {
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(e) => return answer(e.status, &Value::Null, Err(e.message)),
+    };
+    let body = match Bytes::from_request(request, &app).await {
         Ok(body) => body,
         Err(e) => return answer(e.status(), &Value::Null, Err(format!("cannot read body: {}", e.body_text()))),
     };
@@ -99,10 +99,6 @@ pub async fn command(
         }
     };
     let request_id = &envelope.request_id;
-    let caller = match caller {
-        Ok(caller) => caller,
-        Err(e) => return answer(e.status, request_id, Err(e.message)),
-    };
     match run(&app, &caller, &envelope.command, envelope.payload).await {
         Ok(payload) => answer(StatusCode::OK, request_id, Ok(payload)),
         Err(e) if e.status == StatusCode::FORBIDDEN => answer(StatusCode::FORBIDDEN, request_id, Err(e.message)),
@@ -236,26 +232,26 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
             json!({ "deleted": true, "room": p.room })
         }
         "kv.set" => {
-            caller.require(Action::Publish, None)?;
             let p: KvSetBody = payload(command, body)?;
             let set = p.validate(app.node.config.max_event_bytes)?;
+            caller.require_kv(Action::Publish, &set.key)?;
             json!({ "written": app.kv.set(&set.key, set.value, set.ttl, set.nx).await? })
         }
         "kv.get" => {
-            caller.require(Action::Subscribe, None)?;
             let (key, consistency) = payload::<KeyPayload>(command, body)?.checked()?;
+            caller.require_kv(Action::Subscribe, &key)?;
             // The bare value (or null): what both SDKs decode.
             app.kv.get(&key, consistency).await?.map_or(Value::Null, Value::String)
         }
         "kv.exists" => {
-            caller.require(Action::Subscribe, None)?;
             let (key, consistency) = payload::<KeyPayload>(command, body)?.checked()?;
+            caller.require_kv(Action::Subscribe, &key)?;
             json!({ "exists": app.kv.get(&key, consistency).await?.is_some() })
         }
         "kv.del" | "kv.delete" => {
-            caller.require(Action::Publish, None)?;
             let p: KeyPayload = payload(command, body)?;
             input::kv_key(&p.key)?;
+            caller.require_kv(Action::Publish, &p.key)?;
             json!({ "deleted": app.kv.delete(&p.key).await? })
         }
         other => {

@@ -31,9 +31,9 @@ pub async fn set_route(
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Action::Publish, None)?;
     let body: KvSetBody = input::json(&body?)?;
     let set = body.validate(app.node.config.max_event_bytes)?;
+    caller.require_kv(Action::Publish, &set.key)?;
     let written = app.kv.set(&set.key, set.value, set.ttl, set.nx).await?;
     Ok(Json(json!({ "key": set.key, "written": written })))
 }
@@ -56,8 +56,8 @@ pub async fn get_route(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Action::Subscribe, None)?;
     let (key, consistency) = key_and_consistency(path, query)?;
+    caller.require_kv(Action::Subscribe, &key)?;
     match app.kv.get(&key, consistency).await? {
         Some(value) => Ok(Json(json!({ "key": key, "value": value }))),
         None => Err(ApiError::not_found(format!("key '{key}' does not exist"))),
@@ -71,8 +71,8 @@ pub async fn exists_route(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Action::Subscribe, None)?;
     let (key, consistency) = key_and_consistency(path, query)?;
+    caller.require_kv(Action::Subscribe, &key)?;
     let exists = app.kv.get(&key, consistency).await?.is_some();
     Ok(Json(json!({ "key": key, "exists": exists })))
 }
@@ -83,9 +83,9 @@ pub async fn delete_route(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Action::Publish, None)?;
     let Path(key) = path?;
     input::kv_key(&key)?;
+    caller.require_kv(Action::Publish, &key)?;
     let deleted = app.kv.delete(&key).await?;
     Ok(Json(json!({ "key": key, "deleted": deleted })))
 }

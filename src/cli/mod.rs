@@ -184,6 +184,28 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
+/// A clustered node serves `/raft/*`, which takes writes past validation
+/// and keys, snapshots that replace the state, and votes: with API keys it
+/// must be closed by the cluster secret, and without keys it is at least
+/// said out loud.
+fn check_internal_routes_are_closed(config: &NodeConfig, auth: &Auth) -> Result<(), String> {
+    let clustered = config.peers.keys().any(|id| *id != config.id) || config.join.is_some();
+    if !clustered || config.cluster_secret.is_some() {
+        return Ok(());
+    }
+    if !auth.is_open() {
+        return Err("a clustered node with API keys needs --cluster-secret: without it anyone who can reach \
+                    this port can write through /raft/* past the keys, replace the state or disturb elections"
+            .into());
+    }
+    tracing::warn!(
+        "no --cluster-secret: /raft/* (forwarded writes, snapshots, votes) is open to anyone who can reach \
+         {}; set a secret on every node",
+        config.listen
+    );
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYNAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("synap=info,openraft=warn"));
@@ -194,6 +216,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::warn!("--unsafe-no-fsync: nothing is synced to disk; a power cut loses acknowledged writes");
     }
     let mut config = args.into_config().map_err(|e| e.to_string())?;
+    check_internal_routes_are_closed(&config, &auth)?;
     config.join_api_key = auth.admin_key();
     crate::server::serve(config, auth).await.map_err(|e| e.to_string())
 }

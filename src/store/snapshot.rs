@@ -38,13 +38,15 @@ pub fn load(store: &Store, path: &Path) -> Result<u64, StoreError> {
     let _replacing = store.replacing();
     let tree = store.tree();
     tree.clear()?;
-    let mut input = BufReader::new(std::fs::File::open(path)?);
-    read_frame(&mut input)?;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut input = BufReader::new(file);
+    read_frame(&mut input, size)?;
     let mut batch = sled::Batch::default();
     let mut pending = 0;
     let mut records = 0u64;
-    while let Some(key) = read_frame(&mut input)? {
-        let value = read_frame(&mut input)?
+    while let Some(key) = read_frame(&mut input, size)? {
+        let value = read_frame(&mut input, size)?
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "snapshot ends after a key"))?;
         batch.insert(key, value);
         pending += 1;
@@ -60,8 +62,10 @@ pub fn load(store: &Store, path: &Path) -> Result<u64, StoreError> {
 
 /// The header frame of the snapshot file at `path`.
 pub fn read_header(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let mut input = BufReader::new(std::fs::File::open(path)?);
-    let header = read_frame(&mut input)?;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut input = BufReader::new(file);
+    let header = read_frame(&mut input, size)?;
     Ok(header.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "empty snapshot file"))?)
 }
 
@@ -71,14 +75,24 @@ fn write_frame(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
     out.write_all(bytes)
 }
 
-fn read_frame(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+/// Reads one frame of at most `max` bytes: a snapshot file comes from
+/// another node, and its lengths must not make this one allocate more than
+/// the file holds.
+fn read_frame(input: &mut impl Read, max: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match input.read_exact(&mut len) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+    let len = u32::from_le_bytes(len);
+    if u64::from(len) > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("snapshot frame of {len} bytes in a file of {max}"),
+        ));
+    }
+    let mut bytes = vec![0u8; len as usize];
     input.read_exact(&mut bytes)?;
     Ok(Some(bytes))
 }
@@ -95,12 +109,13 @@ mod tests {
         for frame in [b"header".as_slice(), b"", b"key", &[7u8; 300]] {
             write_frame(&mut out, frame).unwrap();
         }
+        let size = out.len() as u64;
         let mut input = Cursor::new(out);
-        assert_eq!(read_frame(&mut input).unwrap().as_deref(), Some(b"header".as_slice()));
-        assert_eq!(read_frame(&mut input).unwrap().as_deref(), Some(b"".as_slice()));
-        assert_eq!(read_frame(&mut input).unwrap().as_deref(), Some(b"key".as_slice()));
-        assert_eq!(read_frame(&mut input).unwrap().map(|f| f.len()), Some(300));
-        assert_eq!(read_frame(&mut input).unwrap(), None, "end of file between frames");
+        assert_eq!(read_frame(&mut input, size).unwrap().as_deref(), Some(b"header".as_slice()));
+        assert_eq!(read_frame(&mut input, size).unwrap().as_deref(), Some(b"".as_slice()));
+        assert_eq!(read_frame(&mut input, size).unwrap().as_deref(), Some(b"key".as_slice()));
+        assert_eq!(read_frame(&mut input, size).unwrap().map(|f| f.len()), Some(300));
+        assert_eq!(read_frame(&mut input, size).unwrap(), None, "end of file between frames");
     }
 
     #[test]
@@ -108,7 +123,15 @@ mod tests {
         let mut out = Vec::new();
         write_frame(&mut out, b"0123456789").unwrap();
         out.truncate(8);
-        assert!(read_frame(&mut Cursor::new(out)).is_err());
+        assert!(read_frame(&mut Cursor::new(out), 8).is_err());
+    }
+
+    #[test]
+    fn a_crafted_length_is_refused_before_anything_is_allocated() {
+        // 4 GiB announced in a 9-byte file.
+        let crafted = [0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5];
+        let error = read_frame(&mut Cursor::new(crafted), crafted.len() as u64).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData);
     }
 
     #[test]
