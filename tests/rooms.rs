@@ -141,3 +141,23 @@ async fn a_restarted_node_keeps_its_data_and_does_not_reinitialise() {
     let (status, body) = raw(Method::POST, &format!("{}/admin/cluster/init", cluster.nodes[0].url), None).await;
     assert_eq!(status, 400, "re-initialising is refused: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_events_is_bounded_in_bytes_and_the_next_one_continues() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_ready(READY).await;
+    let base = cluster.nodes[0].url.clone();
+    let client = cluster.nodes[0].client();
+    let big = "x".repeat(900_000);
+    for i in 0..12 {
+        client.publish("big", "blob", &json!({ "i": i, "blob": big }), None, None).await.unwrap();
+    }
+    let (status, page) = raw(Method::GET, &format!("{base}/stream/big/history?limit=10000"), None).await;
+    assert_eq!(status, 200);
+    let events = page["events"].as_array().unwrap();
+    assert!((1..12).contains(&events.len()), "a 4 MiB page holds a few of the 900 KB events, not {}", events.len());
+    let last = events.last().unwrap()["offset"].as_u64().unwrap();
+    assert_eq!(page["next_offset"].as_u64(), Some(last + 1), "the next page starts after the last one shown");
+    let all = client.history_all("big").await.unwrap();
+    assert_eq!(all.iter().map(|e| e.data["i"].as_u64().unwrap()).collect::<Vec<_>>(), (0..12).collect::<Vec<_>>());
+}

@@ -413,6 +413,44 @@ async fn a_subscriber_that_stops_reading_is_disconnected_with_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_sse_subscriber_that_stops_reading_is_let_go_too() {
+    let cluster = Cluster::start(1, &["--subscriber-send-timeout-secs", "1"]);
+    cluster.wait_ready(READY).await;
+    let url = cluster.nodes[0].url.clone();
+    let (status, _) = raw(Method::PUT, &format!("{url}/stream/slow"), None).await;
+    assert_eq!(status, 201);
+    let response = reqwest::get(format!("{url}/stream/slow/sse?from_offset=0")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let stats = cluster.nodes[0].client();
+    wait_for(Duration::from_secs(10), "the SSE subscriber to be counted", || {
+        let c = stats.clone();
+        async move { c.stats("slow").await.is_ok_and(|s| s.subscribers == 1) }
+    })
+    .await;
+    // The client reads nothing while more than its buffers hold goes by.
+    let pad = "x".repeat(8000);
+    for chunk in 0..40 {
+        let events: Vec<Value> =
+            (0..100).map(|i| json!({ "event": "big", "data": { "i": chunk * 100 + i, "pad": pad } })).collect();
+        let (status, _) =
+            raw(Method::POST, &format!("{url}/stream/slow/batch"), Some(&json!({ "events": events }).to_string()))
+                .await;
+        assert_eq!(status, 200);
+    }
+    wait_for(Duration::from_secs(30), "the stalled SSE subscriber to be dropped", || {
+        let c = stats.clone();
+        async move { c.stats("slow").await.is_ok_and(|s| s.subscribers == 0) }
+    })
+    .await;
+    // Reading now drains what was in flight, then the reason, then the end.
+    let body = tokio::time::timeout(Duration::from_secs(30), response.text()).await.expect("the stream ends").unwrap();
+    let reason = body.split("\n\n").find(|frame| frame.contains("event: error")).expect("an error event at the end");
+    assert!(reason.contains("slow_consumer"), "{reason}");
+    let delivered = body.matches("event: big").count();
+    assert!(delivered < 4000, "it was cut off before the end ({delivered} delivered)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn synap_tail_follows_a_room_and_survives_its_node_stopping() {
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_ready(READY).await;

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
@@ -240,24 +241,64 @@ pub async fn sse(
     let subscription = open(&caller, &app, path, query, resume_after)?;
     let room = subscription.room().to_owned();
     let state = SseState { subscription, room, pending: std::collections::VecDeque::new(), done: false };
-    let stream = futures_util::stream::unfold(state, |mut state| async move {
-        let event = state.next_event().await?;
-        Some((Ok::<_, Infallible>(event), state))
-    });
+    // A task hands events to the response through a small channel, so that
+    // a client that stops reading is noticed (the channel stays full) and
+    // let go after the send timeout, like a WebSocket one: hyper alone
+    // would simply stop polling the stream and hold the subscriber slot.
+    let (events, received) = mpsc::channel(SSE_BUFFER);
+    let (last_word, farewell) = oneshot::channel();
+    tokio::spawn(feed_sse(state, events, last_word, app.node.config.subscriber_send_timeout));
+    let stream = futures_util::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|event| (event, received))
+    })
+    .chain(futures_util::stream::once(farewell).filter_map(|last| async move { last.ok() }))
+    .map(Ok::<_, Infallible>);
     let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
     Ok((StatusCode::OK, [("x-accel-buffering", "no")], sse).into_response())
+}
+
+/// SSE events rendered ahead of a slow reader, at most.
+const SSE_BUFFER: usize = 64;
+
+/// Moves the subscription's events into `events` until the stream ends or
+/// the client stops taking them for `timeout`; then the subscription is
+/// dropped (freeing its slot) and `last_word` carries the reason and where
+/// to resume, sent after whatever the client still reads.
+async fn feed_sse(
+    mut state: SseState,
+    events: mpsc::Sender<SseEvent>,
+    last_word: oneshot::Sender<SseEvent>,
+    timeout: Duration,
+) {
+    let mut resume = state.subscription.cursor();
+    while let Some((event, after)) = state.next_event().await {
+        match tokio::time::timeout(timeout, events.send(event)).await {
+            Ok(Ok(())) => resume = after.unwrap_or(resume),
+            // The client went away.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                drop(state);
+                let reason = format!("subscriber did not read for {}s", timeout.as_secs());
+                let data = json!({ "code": "slow_consumer", "error": reason, "next_offset": resume });
+                let _ = last_word.send(SseEvent::default().event("error").data(data.to_string()));
+                return;
+            }
+        }
+    }
 }
 
 struct SseState {
     subscription: Subscription,
     room: String,
-    pending: std::collections::VecDeque<SseEvent>,
+    /// Rendered events, each with the offset a client resumes at after it.
+    pending: std::collections::VecDeque<(SseEvent, Option<u64>)>,
     done: bool,
 }
 
 impl SseState {
-    /// The next SSE event, or `None` once the stream is over.
-    async fn next_event(&mut self) -> Option<SseEvent> {
+    /// The next SSE event and, for an event of the room, the offset after
+    /// it; `None` once the stream is over.
+    async fn next_event(&mut self) -> Option<(SseEvent, Option<u64>)> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
@@ -274,17 +315,16 @@ impl SseState {
                 Ok(Delivery::Events(events)) => {
                     for event in events {
                         let data = event.rendered(|e| render(&self.room, e)).to_owned();
-                        self.pending.push_back(
-                            SseEvent::default()
-                                .id(event.offset.to_string())
-                                .event(event.event.event_type.as_str())
-                                .data(data),
-                        );
+                        let frame = SseEvent::default()
+                            .id(event.offset.to_string())
+                            .event(event.event.event_type.as_str())
+                            .data(data);
+                        self.pending.push_back((frame, Some(event.offset + 1)));
                     }
                 }
                 Ok(Delivery::Gap { requested, earliest }) => {
-                    self.pending
-                        .push_back(SseEvent::default().event("gap").data(gap_notice(requested, earliest, false)));
+                    let frame = SseEvent::default().event("gap").data(gap_notice(requested, earliest, false));
+                    self.pending.push_back((frame, Some(earliest)));
                 }
                 Ok(_) | Err(_) => {}
             }
@@ -293,7 +333,7 @@ impl SseState {
 
     fn finish(&mut self, code: &str, reason: String) {
         let data = json!({ "code": code, "error": reason, "next_offset": self.subscription.cursor() });
-        self.pending.push_back(SseEvent::default().event("error").data(data.to_string()));
+        self.pending.push_back((SseEvent::default().event("error").data(data.to_string()), None));
         self.done = true;
     }
 }

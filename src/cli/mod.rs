@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Largest event (data + metadata) in bytes.
     #[arg(long, env = "SYNAP_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
     max_event_bytes: usize,
+    /// Most bytes of writes waiting to be proposed (or forwarded) before
+    /// more are refused with 503 and Retry-After.
+    #[arg(long, env = "SYNAP_MAX_QUEUED_WRITE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_queued_write_bytes: usize,
     /// Refuse publishes to rooms that do not exist instead of creating them.
     #[arg(long, env = "SYNAP_NO_AUTO_CREATE")]
     no_auto_create: bool,
@@ -153,6 +157,7 @@ impl ServeArgs {
             cluster_secret: self.cluster_secret.filter(|s| !s.is_empty()),
             write_timeout: Duration::from_millis(self.write_timeout_ms.max(1)),
             max_event_bytes: self.max_event_bytes,
+            max_queued_write_bytes: self.max_queued_write_bytes.max(1),
             auto_create_rooms: !self.no_auto_create,
             max_subscribers: self.max_subscribers,
             dedup_window: Duration::from_secs(self.dedup_window_secs),

@@ -21,10 +21,12 @@ use tokio::sync::watch;
 pub use subscription::{Delivery, Subscription};
 
 use crate::protocol::StartAt;
-use crate::store::{RoomUpdate, Store, StoreError, StoredEvent};
+use crate::store::{RoomUpdate, Store, StoreError, StoredEvent, MAX_PAGE_BYTES};
 
-/// Events kept in memory per watched room.
+/// Events kept in memory per watched room, at most.
 const CACHE_EVENTS_PER_ROOM: usize = 4096;
+/// Bytes of events kept in memory per watched room, at most.
+const CACHE_BYTES_PER_ROOM: usize = 8 * 1024 * 1024;
 
 /// A room's state as subscribers follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +87,29 @@ struct RoomChannel {
 struct Cache {
     room_id: Option<u64>,
     events: VecDeque<Arc<LiveEvent>>,
+    /// What `events` weigh together.
+    bytes: usize,
+}
+
+impl Cache {
+    fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
+    }
+
+    fn push(&mut self, event: Arc<LiveEvent>) {
+        self.bytes += event.event.weight();
+        self.events.push_back(event);
+        while self.events.len() > CACHE_EVENTS_PER_ROOM || self.bytes > CACHE_BYTES_PER_ROOM {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(first) = self.events.pop_front() {
+            self.bytes -= first.event.weight();
+        }
+    }
 }
 
 impl RoomChannel {
@@ -124,20 +149,17 @@ impl Hub {
             let head = head_of(update.meta.as_ref());
             let mut cache = channel.cache();
             if head.room_id != cache.room_id {
-                cache.events.clear();
+                cache.clear();
                 cache.room_id = head.room_id;
             }
             for (offset, event) in update.appended {
                 if cache.events.back().is_some_and(|last| last.offset + 1 != offset) {
-                    cache.events.clear();
+                    cache.clear();
                 }
-                cache.events.push_back(Arc::new(LiveEvent::new(offset, event)));
-                if cache.events.len() > CACHE_EVENTS_PER_ROOM {
-                    cache.events.pop_front();
-                }
+                cache.push(Arc::new(LiveEvent::new(offset, event)));
             }
             while cache.events.front().is_some_and(|first| first.offset < head.min_offset) {
-                cache.events.pop_front();
+                cache.pop();
             }
             drop(cache);
             channel.head.send_replace(head);
@@ -150,7 +172,7 @@ impl Hub {
         let rooms = self.rooms();
         for (name, channel) in rooms.iter() {
             let head = head_of(self.store.room(name)?.as_ref());
-            *channel.cache() = Cache { room_id: head.room_id, events: VecDeque::new() };
+            *channel.cache() = Cache { room_id: head.room_id, ..Cache::default() };
             channel.head.send_replace(head);
         }
         Ok(())
@@ -178,7 +200,7 @@ impl Hub {
                         }
                     };
                     let head = head_of(meta.as_ref());
-                    let cache = Mutex::new(Cache { room_id: head.room_id, events: VecDeque::new() });
+                    let cache = Mutex::new(Cache { room_id: head.room_id, ..Cache::default() });
                     let (head, _) = watch::channel(head);
                     let channel = Arc::new(RoomChannel { head, cache, subscribers: AtomicUsize::new(0) });
                     rooms.insert(room.to_owned(), channel.clone());
@@ -232,11 +254,13 @@ impl Hub {
                     let skip = (from - first.offset) as usize;
                     let mut events = Vec::new();
                     let mut next = from;
+                    let mut bytes = 0;
                     for event in cache.events.iter().skip(skip).take_while(|e| e.offset < end) {
                         next = event.offset + 1;
                         if matches(&event.event.event_type) {
+                            bytes += event.event.weight();
                             events.push(event.clone());
-                            if events.len() >= limit {
+                            if events.len() >= limit || bytes >= MAX_PAGE_BYTES {
                                 break;
                             }
                         }
@@ -346,6 +370,28 @@ mod tests {
 
     fn subscription_channel(hub: &Hub) -> Arc<RoomChannel> {
         hub.rooms().get("r").cloned().expect("a subscribed room has a channel")
+    }
+
+    #[test]
+    fn the_cache_is_bounded_in_bytes_and_keeps_the_newest_events() {
+        let mut cache = Cache::default();
+        let big = |offset: u64| {
+            let event = StoredEvent {
+                event_type: "t".into(),
+                data: "x".repeat(1024 * 1024),
+                metadata: None,
+                timestamp: 0,
+                id: offset.to_string(),
+            };
+            Arc::new(LiveEvent::new(offset, Arc::new(event)))
+        };
+        for offset in 0..20 {
+            cache.push(big(offset));
+        }
+        assert!(cache.bytes <= CACHE_BYTES_PER_ROOM, "{} bytes", cache.bytes);
+        assert_eq!(cache.events.back().map(|e| e.offset), Some(19));
+        assert_eq!(cache.events.len(), 7, "seven 1 MiB events fit in 8 MiB");
+        assert_eq!(cache.bytes, cache.events.iter().map(|e| e.event.weight()).sum::<usize>());
     }
 
     #[test]

@@ -138,9 +138,11 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     let raft = raft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-    let proposer = Proposer::start(raft.clone(), config.dedup_window, config.write_timeout * 2, applied_clock);
+    let give_up = config.write_timeout * 2;
+    let max_queued = config.max_queued_write_bytes;
+    let proposer = Proposer::start(raft.clone(), config.dedup_window, give_up, applied_clock, max_queued);
     tokio::spawn(propose_expiry(raft.clone(), proposer.clone(), config.id));
-    let forwarder = Forwarder::new(peers.clone());
+    let forwarder = Forwarder::new(peers.clone(), config.max_queued_write_bytes);
     Ok(Arc::new(Node { config, raft, store, hub, peers, applied, proposer, forwarder }))
 }
 

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
+use super::budget::{Budget, Reservation};
+use super::proposer::weight;
 use crate::base_url::BaseUrl;
 use crate::codec;
 use crate::command::{Reply, Request};
@@ -48,6 +50,8 @@ pub enum ForwardReply {
     },
     /// The leader proposed it but does not know whether it committed.
     Unknown(String),
+    /// The leader has too many writes waiting and did not take it.
+    Overloaded(String),
 }
 
 /// Why a forward failed.
@@ -60,6 +64,9 @@ pub enum ForwardError {
     /// The request may have been taken: retrying could apply it twice.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// This node has too many writes waiting to be forwarded; not taken.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// Most forward RPCs in flight from one node; requests arriving meanwhile
@@ -67,12 +74,18 @@ pub enum ForwardError {
 const MAX_IN_FLIGHT: usize = 4;
 /// Most requests in one forward RPC.
 const MAX_BATCH: usize = 1024;
+/// Most bytes (roughly) of requests in one forward RPC: far below the
+/// internal routes' body limit, so that a burst of large writes travels in
+/// several RPCs instead of one the leader refuses.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 struct Pending {
     url: BaseUrl,
     request: Request,
     deadline: Instant,
     reply: oneshot::Sender<Result<ForwardReply, ForwardError>>,
+    /// Its bytes in the forwarder's budget, given back once it is sent.
+    _queued: Reservation,
 }
 
 /// Forwards writes to the leader, many per RPC: like the leader's
@@ -83,28 +96,37 @@ struct Pending {
 pub struct Forwarder {
     peers: PeerClient,
     queue: mpsc::UnboundedSender<Pending>,
+    budget: Budget,
 }
 
 impl Forwarder {
-    /// A forwarder over `peers`. Starts its batching task, so it needs a
-    /// tokio runtime.
-    pub fn new(peers: PeerClient) -> Self {
+    /// A forwarder over `peers` that lets at most `max_queued_bytes` of
+    /// requests wait. Starts its batching task, so it needs a tokio runtime.
+    pub fn new(peers: PeerClient, max_queued_bytes: usize) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_batches(peers.clone(), rx));
-        Self { peers, queue }
+        Self { peers, queue, budget: Budget::new(max_queued_bytes) }
     }
 
     /// Sends `request` to the leader at `leader_url` and waits up to
-    /// `timeout` for its answer.
+    /// `timeout` for its answer. Dropping the future abandons the request:
+    /// if it has not been sent yet, it never will be.
     pub async fn forward(
         &self,
         leader_url: &BaseUrl,
         request: &Request,
         timeout: Duration,
     ) -> Result<ForwardReply, ForwardError> {
+        let queued = self.budget.try_reserve(weight(request)).ok_or_else(|| {
+            ForwardError::Overloaded(format!(
+                "this node already has {} KiB of writes waiting for the leader (limit {} KiB); try again",
+                self.budget.used() / 1024,
+                self.budget.limit() / 1024
+            ))
+        })?;
         let (reply, rx) = oneshot::channel();
-        let pending =
-            Pending { url: leader_url.clone(), request: request.clone(), deadline: Instant::now() + timeout, reply };
+        let deadline = Instant::now() + timeout;
+        let pending = Pending { url: leader_url.clone(), request: request.clone(), deadline, reply, _queued: queued };
         self.queue.send(pending).map_err(|_| ForwardError::NotTaken("the forwarder stopped".into()))?;
         match tokio::time::timeout(timeout + Duration::from_millis(200), rx).await {
             Ok(Ok(answer)) => answer,
@@ -138,29 +160,44 @@ async fn run_batches(peers: PeerClient, mut queue: mpsc::UnboundedReceiver<Pendi
     }
 }
 
-/// Batches the requests for one leader: waits for a free slot, takes all
-/// that queued meanwhile, sends them as one RPC. Ends after a minute idle.
+/// Batches the requests for one leader: waits for a free slot, takes what
+/// queued meanwhile (up to [`MAX_BATCH`] requests and about
+/// [`MAX_BATCH_BYTES`]), sends it as one RPC; what did not fit goes first
+/// next time. Ends after a minute idle.
 async fn leader_worker(peers: PeerClient, url: BaseUrl, mut queue: mpsc::UnboundedReceiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut pending = Vec::with_capacity(MAX_BATCH);
+    let mut pending: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        match tokio::time::timeout(Duration::from_secs(60), queue.recv_many(&mut pending, MAX_BATCH)).await {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(_) => {
-                // Idle: refuse new requests (the router starts a new worker
-                // for them), but send whatever slipped in before that.
-                queue.close();
-                while let Ok(late) = queue.try_recv() {
-                    pending.push(late);
-                }
-                if pending.is_empty() {
-                    return;
+        if pending.is_empty() {
+            match tokio::time::timeout(Duration::from_secs(60), queue.recv_many(&mut pending, MAX_BATCH)).await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(_) => {
+                    // Idle: refuse new requests (the router starts a new
+                    // worker for them), but send whatever slipped in first.
+                    queue.close();
+                    while let Ok(late) = queue.try_recv() {
+                        pending.push(late);
+                    }
+                    if pending.is_empty() {
+                        return;
+                    }
                 }
             }
+        } else {
+            while pending.len() < MAX_BATCH {
+                let Ok(more) = queue.try_recv() else { break };
+                pending.push(more);
+            }
         }
-        let group = std::mem::take(&mut pending);
+        // Requests whose caller gave up are not sent at all.
+        pending.retain(|p| !p.reply.is_closed());
+        let rest = pending.split_off(fitting(&pending));
+        let group = std::mem::replace(&mut pending, rest);
+        if group.is_empty() {
+            continue;
+        }
         let (peers, url) = (peers.clone(), url.clone());
         tokio::spawn(async move {
             send_batch(&peers, &url, group).await;
@@ -169,8 +206,20 @@ async fn leader_worker(peers: PeerClient, url: BaseUrl, mut queue: mpsc::Unbound
     }
 }
 
+/// How many of `pending`, from the first, make one RPC of at most
+/// [`MAX_BATCH_BYTES`] (at least one, whatever it weighs).
+fn fitting(pending: &[Pending]) -> usize {
+    let mut bytes = 0;
+    let fit = pending.iter().take_while(|p| {
+        bytes += weight(&p.request);
+        bytes <= MAX_BATCH_BYTES
+    });
+    fit.count().max(1).min(pending.len())
+}
+
 async fn send_batch(peers: &PeerClient, url: &BaseUrl, group: Vec<Pending>) {
     let timeout = group.iter().map(|p| p.deadline).max().map_or(Duration::ZERO, |d| d - Instant::now());
+    // The budget is for what waits here: once sent, it is the leader's.
     let (requests, waiters): (Vec<Request>, Vec<_>) = group.into_iter().map(|p| (p.request, p.reply)).unzip();
     let answers = call(peers, url, &ForwardRequest { requests, timeout_ms: timeout.as_millis() as u64 }, timeout)
         .await
@@ -243,8 +292,9 @@ mod tests {
 
     use super::*;
 
-    /// A fake leader on a free port: `answer` turns each forwarded batch into
-    /// its replies. Returns its URL and how many batches it received.
+    /// A fake leader on a free port that answers every forwarded request
+    /// with `NotLeader(7)` (or never, if it `stall`s) and takes bodies of at
+    /// most 10 MiB. Returns its URL and how many batches it received.
     async fn leader(stall: bool) -> (BaseUrl, Arc<AtomicUsize>) {
         let batches = Arc::new(AtomicUsize::new(0));
         let seen = batches.clone();
@@ -264,6 +314,7 @@ mod tests {
                 }
             }),
         );
+        let app = app.layer(axum::extract::DefaultBodyLimit::max(10 << 20));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = BaseUrl::parse(&format!("http://{}", listener.local_addr().expect("address"))).expect("url");
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -271,8 +322,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_burst_of_large_writes_travels_in_rpcs_the_leader_accepts() {
+        let forwarder = Forwarder::new(PeerClient::new(None), 64 << 20);
+        let (leader, batches) = leader(false).await;
+        let megabyte =
+            |i: usize| Request::KvSet { key: format!("k{i}"), value: "v".repeat(1 << 20), ttl_ms: None, nx: false };
+        // 30 MiB at once: one RPC would be refused by the leader's 10 MiB
+        // body limit.
+        let requests: Vec<Request> = (0..30).map(megabyte).collect();
+        let answers = futures_util::future::join_all(
+            requests.iter().map(|request| forwarder.forward(&leader, request, Duration::from_secs(60))),
+        )
+        .await;
+        for answer in answers {
+            assert!(matches!(answer, Ok(ForwardReply::NotLeader { leader: Some(7) })), "{answer:?}");
+        }
+        assert!(batches.load(Ordering::SeqCst) >= 4, "30 MiB in RPCs of at most 8 MiB");
+    }
+
+    #[tokio::test]
     async fn a_stalled_leader_holds_only_its_own_slots() {
-        let forwarder = Forwarder::new(PeerClient::new(None));
+        let forwarder = Forwarder::new(PeerClient::new(None), 64 << 20);
         let (stalled, _) = leader(true).await;
         let (healthy, batches) = leader(false).await;
         // Fill every slot of the stalled leader's worker, and queue more.

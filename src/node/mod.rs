@@ -6,6 +6,7 @@
 //! answered only once this node has applied it, so a client reading from the
 //! node it wrote through sees its own write.
 
+pub mod budget;
 pub mod cluster;
 pub mod forward;
 pub mod proposer;
@@ -51,6 +52,9 @@ pub struct NodeConfig {
     pub write_timeout: Duration,
     /// Largest accepted event body (data plus metadata), in bytes.
     pub max_event_bytes: usize,
+    /// Most bytes of writes waiting for the proposer (and, on a follower,
+    /// for the leader) before more are refused with 503.
+    pub max_queued_write_bytes: usize,
     /// Whether publishing to a missing room creates it.
     pub auto_create_rooms: bool,
     /// How long a client-supplied publish id is remembered for
@@ -76,6 +80,9 @@ pub enum WriteError {
     /// The request may or may not have been committed.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// Too many writes are waiting; this one was not taken.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// A running cluster member.
@@ -127,6 +134,7 @@ impl Node {
                         Ok(Ok(committed)) => return Ok(committed.reply),
                         Ok(Err(ProposeError::NotLeader { .. })) => last_problem = "leadership changed".into(),
                         Ok(Err(ProposeError::Unknown(e))) => return Err(WriteError::Unknown(e)),
+                        Ok(Err(ProposeError::Overloaded(e))) => return Err(WriteError::Overloaded(e)),
                         Err(_) => return Err(WriteError::Unknown("not committed within the write timeout".into())),
                     }
                 }
@@ -138,8 +146,10 @@ impl Node {
                         last_problem = format!("node {leader} is no longer the leader")
                     }
                     Ok(ForwardReply::Unknown(e)) => return Err(WriteError::Unknown(e)),
+                    Ok(ForwardReply::Overloaded(e)) => return Err(WriteError::Overloaded(e)),
                     Err(ForwardError::NotTaken(e)) => last_problem = format!("leader {leader} unreachable: {e}"),
                     Err(ForwardError::Unknown(e)) => return Err(WriteError::Unknown(e)),
+                    Err(ForwardError::Overloaded(e)) => return Err(WriteError::Overloaded(e)),
                 },
                 None => {}
             }
@@ -182,6 +192,7 @@ impl Node {
             Ok(Ok(Committed { reply, log_index })) => ForwardReply::Committed { reply, log_index },
             Ok(Err(ProposeError::NotLeader { leader })) => ForwardReply::NotLeader { leader: leader.map(|(id, _)| id) },
             Ok(Err(ProposeError::Unknown(e))) => ForwardReply::Unknown(e),
+            Ok(Err(ProposeError::Overloaded(e))) => ForwardReply::Overloaded(e),
             Err(_) => ForwardReply::Unknown("not committed within the write timeout".into()),
         }
     }
@@ -207,7 +218,9 @@ impl Node {
             Some((leader, _)) if leader == self.id() => self.local_read_index().await.map(|_| ()),
             Some((_, url)) => {
                 let index = self.forwarder.read_index(&url, self.config.write_timeout).await.map_err(|e| match e {
-                    ForwardError::NotTaken(e) | ForwardError::Unknown(e) => WriteError::Unavailable(e),
+                    ForwardError::NotTaken(e) | ForwardError::Unknown(e) | ForwardError::Overloaded(e) => {
+                        WriteError::Unavailable(e)
+                    }
                 })?;
                 self.wait_applied(index, deadline).await
             }

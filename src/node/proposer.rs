@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use super::budget::{Budget, Reservation};
 use crate::command::{Command, Reply, Request};
 use crate::raft::{Node, NodeId, Raft};
 
@@ -51,17 +52,23 @@ pub enum ProposeError {
     /// The entry may or may not commit (Raft stopped while it was pending).
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// Too many bytes of writes are already waiting; nothing was queued.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 struct Pending {
     request: Request,
     reply: oneshot::Sender<Result<Committed, ProposeError>>,
+    /// Its bytes in the queue's budget, given back when it leaves the queue.
+    _queued: Reservation,
 }
 
 /// Handle to the proposer task of this node.
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::UnboundedSender<Pending>,
+    budget: Budget,
 }
 
 impl Proposer {
@@ -76,25 +83,43 @@ impl Proposer {
     /// Commands are stamped with a clock that never runs behind `applied`,
     /// the latest timestamp the state machine applied: a new leader whose
     /// wall clock lags its predecessor's keeps time moving forward.
-    pub fn start(raft: Raft, dedup_window: Duration, give_up: Duration, applied: watch::Receiver<u64>) -> Self {
+    ///
+    /// At most `max_queued_bytes` of requests wait at once; beyond that a
+    /// proposal is refused at once ([`ProposeError::Overloaded`]).
+    pub fn start(
+        raft: Raft,
+        dedup_window: Duration,
+        give_up: Duration,
+        applied: watch::Receiver<u64>,
+        max_queued_bytes: usize,
+    ) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let clock = ClusterClock { last: 0, applied };
         tokio::spawn(run(raft, rx, dedup_window.as_millis() as u64, give_up, clock));
-        Self { queue }
+        Self { queue, budget: Budget::new(max_queued_bytes) }
     }
 
     /// Proposes `request` and waits until it is applied on this node.
+    /// Dropping the returned future abandons the request: if it has not
+    /// been proposed yet, it never will be.
     pub async fn propose(&self, request: Request) -> Result<Committed, ProposeError> {
+        let queued = self.budget.try_reserve(weight(&request)).ok_or_else(|| {
+            ProposeError::Overloaded(format!(
+                "the leader already has {} KiB of writes waiting (limit {} KiB); try again",
+                self.budget.used() / 1024,
+                self.budget.limit() / 1024
+            ))
+        })?;
         let (reply, rx) = oneshot::channel();
         let stopped = || ProposeError::Unknown("the proposer stopped".into());
-        self.queue.send(Pending { request, reply }).map_err(|_| stopped())?;
+        self.queue.send(Pending { request, reply, _queued: queued }).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
 
 /// Rough size of a request in an entry, to keep entries (and so append
 /// RPCs) bounded in bytes, not only in count.
-fn weight(request: &Request) -> usize {
+pub(crate) fn weight(request: &Request) -> usize {
     match request {
         Request::Publish { events, .. } => {
             events.iter().map(|e| 64 + e.data.len() + e.metadata.as_ref().map_or(0, String::len)).sum()
@@ -138,14 +163,25 @@ async fn run(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        // Requests whose client gave up (its future was dropped) are not
+        // proposed at all.
         let first = match carried.take() {
             Some(pending) => pending,
-            None => match queue.recv().await {
-                Some(pending) => pending,
-                None => return,
+            None => loop {
+                match queue.recv().await {
+                    Some(pending) if pending.reply.is_closed() => continue,
+                    Some(pending) => break pending,
+                    None => return,
+                }
             },
         };
-        let (batch, rest) = gather(first, |p| weight(&p.request), || queue.try_recv().ok());
+        let next = || loop {
+            let pending = queue.try_recv().ok()?;
+            if !pending.reply.is_closed() {
+                return Some(pending);
+            }
+        };
+        let (batch, rest) = gather(first, |p| weight(&p.request), next);
         carried = rest;
         let (requests, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
         // Only a refusal before submission proves the requests were not

@@ -20,8 +20,13 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, CodecError};
 use crate::command::RoomInfo;
 
-/// Largest page a read returns, whatever the caller asks for.
+/// Most events a read returns, whatever the caller asks for.
 pub const MAX_PAGE: usize = 10_000;
+
+/// Most bytes of events a read returns (it always returns at least one
+/// event if there is one): large events fill a page sooner, and
+/// `next_offset` says where the next page starts.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A failure of the local storage. It is never the client's fault.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,13 @@ pub struct StoredEvent {
     pub timestamp: u64,
     /// Client-supplied or generated event id.
     pub id: String,
+}
+
+impl StoredEvent {
+    /// Roughly what the event weighs in memory and on the wire.
+    pub fn weight(&self) -> usize {
+        64 + self.event_type.len() + self.data.len() + self.metadata.as_ref().map_or(0, String::len) + self.id.len()
+    }
 }
 
 /// A KV value as stored.
@@ -176,8 +188,9 @@ impl Store {
     }
 
     /// Like [`Store::read`], by internal room id, from `from` exactly.
-    /// `next_offset` of the page is one past the last offset examined (the
-    /// whole range when fewer than `limit` events matched).
+    /// A page holds at most `limit` events (and [`MAX_PAGE`]) and stops
+    /// once it holds [`MAX_PAGE_BYTES`]; `next_offset` is one past the last
+    /// offset examined (the whole range when the page did not fill).
     pub fn read_range(
         &self,
         room_id: u64,
@@ -190,6 +203,8 @@ impl Store {
         let limit = limit.min(MAX_PAGE);
         let mut events = Vec::new();
         let mut next_offset = from;
+        let mut bytes = 0usize;
+        let mut full = false;
         if from < end && limit > 0 {
             let range = keys::event(room_id, from)..keys::event(room_id, end);
             for item in self.tree.range(range) {
@@ -198,13 +213,15 @@ impl Store {
                 next_offset = offset + 1;
                 let event: StoredEvent = codec::decode(&value)?;
                 if matches(&event.event_type) {
+                    bytes += event.weight();
                     events.push(EventRecord { offset, event });
-                    if events.len() >= limit {
+                    if events.len() >= limit || bytes >= MAX_PAGE_BYTES {
+                        full = true;
                         break;
                     }
                 }
             }
-            if events.len() < limit {
+            if !full {
                 next_offset = end;
             }
         }
