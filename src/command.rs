@@ -9,6 +9,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The version of this vocabulary. A leader proposes a request that an
+/// older version lacks only once every member says it speaks this version
+/// (`/health`), so that a cluster in the middle of a rolling upgrade never
+/// commits an entry some member cannot apply.
+///
+/// 1: rooms, publish, KV, `Expire`. 2: `Trim`.
+pub const PROTOCOL: u32 = 2;
+
 /// Retention and behaviour settings of one room.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomConfig {
@@ -82,6 +90,9 @@ pub enum Request {
     /// Drop expired keys and deduplication entries older than the window
     /// (proposed periodically by the leader).
     Expire,
+    /// Drop events that have passed their room's age limit, in every room
+    /// (proposed periodically by the leader; protocol 2).
+    Trim,
 }
 
 /// One Raft entry's payload: requests of one or more clients, and the
@@ -184,4 +195,9 @@ pub enum Reply {
     },
     /// The request was refused and changed nothing.
     Rejected(Rejection),
+    /// Answer to `Trim`: how many events were dropped.
+    Trimmed {
+        /// Events removed over all rooms.
+        removed: u64,
+    },
 }

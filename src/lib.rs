@@ -39,6 +39,7 @@ pub mod api;
 pub mod base_url;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod codec;
 pub mod command;
 pub mod durable;

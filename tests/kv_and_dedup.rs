@@ -138,3 +138,30 @@ async fn an_id_is_forgotten_after_the_dedup_window() {
     assert!(!after.duplicate, "the window has passed, so this is a new event");
     assert_eq!((first.offset, after.offset), (0, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_judges_a_ttl_by_cluster_time_not_by_its_own_clock() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(READY).await;
+    let leader = cluster.leader(READY).await;
+    let follower = cluster.nodes.iter().map(|n| n.id).find(|id| *id != leader).unwrap();
+    // The follower's clock runs two minutes ahead of the others.
+    cluster.node_mut(follower).stop();
+    cluster.node_mut(follower).add_args(&["--unsafe-clock-offset-ms", "120000"]);
+    cluster.node_mut(follower).start();
+    cluster.wait_ready(READY).await;
+    let set = json!({"key": "session", "value": "v", "ttl": 30});
+    let (status, _) = raw(Method::POST, &format!("{}/kv/set", cluster.node(leader).url), Some(&set.to_string())).await;
+    assert_eq!(status, 200);
+    for node in &cluster.nodes {
+        let url = format!("{}/kv/exists/session?consistency=strong", node.url);
+        let (status, body) = raw(Method::GET, &url, None).await;
+        assert_eq!((status, body["exists"].clone()), (200, json!(true)), "node {} sees the 30 s key", node.id);
+    }
+    // And the state machine agrees: an nx write through the skewed node
+    // finds the key live.
+    let nx = json!({"key": "session", "value": "w", "ttl": 30, "nx": true});
+    let (status, body) =
+        raw(Method::POST, &format!("{}/kv/set", cluster.node(follower).url), Some(&nx.to_string())).await;
+    assert_eq!((status, body["written"].clone()), (200, json!(false)));
+}

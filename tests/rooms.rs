@@ -161,3 +161,23 @@ async fn a_page_of_large_events_is_bounded_in_bytes_and_the_next_one_continues()
     let all = client.history_all("big").await.unwrap();
     assert_eq!(all.iter().map(|e| e.data["i"].as_u64().unwrap()).collect::<Vec<_>>(), (0..12).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_retention_trims_a_room_nobody_publishes_to() {
+    let cluster = Cluster::start(1, &[]);
+    cluster.wait_ready(READY).await;
+    let base = cluster.nodes[0].url.clone();
+    let client = cluster.nodes[0].client();
+    let (status, _) = raw(Method::POST, &format!("{base}/stream/brief"), Some(r#"{"max_age_secs":1}"#)).await;
+    assert_eq!(status, 201);
+    for i in 0..3 {
+        client.publish("brief", "tick", &json!({ "i": i }), None, None).await.unwrap();
+    }
+    // No more publishes: the leader's housekeeping ages them out.
+    wait_for(std::time::Duration::from_secs(15), "the three events to age out", || {
+        let client = client.clone();
+        async move { client.stats("brief").await.is_ok_and(|s| s.min_offset == 3 && s.event_count == 0) }
+    })
+    .await;
+    assert!(client.history_all("brief").await.unwrap().is_empty());
+}

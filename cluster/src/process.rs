@@ -51,6 +51,11 @@ impl Process {
         &self.args
     }
 
+    /// Adds arguments for the next start.
+    pub fn add_args(&mut self, more: &[&str]) {
+        self.args.extend(more.iter().map(|a| a.to_string()));
+    }
+
     /// Its log file.
     pub fn log(&self) -> &Path {
         &self.log

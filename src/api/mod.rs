@@ -111,9 +111,10 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 
-/// `GET /health`: the process is up and serving.
+/// `GET /health`: the process is up and serving, and the protocol it
+/// speaks (leaders check it before proposing newer requests).
 async fn health(State(app): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "id": app.node.id() }))
+    Json(json!({ "status": "ok", "id": app.node.id(), "protocol": crate::command::PROTOCOL }))
 }
 
 /// `GET /ready`: a leader is known and this node has applied its log.

@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// power cut then loses acknowledged writes.
     #[arg(long, env = "SYNAP_UNSAFE_NO_FSYNC", hide = true)]
     unsafe_no_fsync: bool,
+    /// For testing clock skew only: add this many milliseconds (may be
+    /// negative) to this node's wall clock.
+    #[arg(long, env = "SYNAP_UNSAFE_CLOCK_OFFSET_MS", hide = true, default_value_t = 0, allow_hyphen_values = true)]
+    unsafe_clock_offset_ms: i64,
 }
 
 /// Why the command line was refused.
@@ -216,6 +220,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("synap=info,openraft=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let auth = Auth::load(&args.api_keys, args.auth_file.as_deref()).map_err(|e| e.to_string())?;
+    if args.unsafe_clock_offset_ms != 0 {
+        crate::clock::set_unsafe_offset_ms(args.unsafe_clock_offset_ms);
+        tracing::warn!(ms = args.unsafe_clock_offset_ms, "--unsafe-clock-offset-ms: this node's clock is skewed");
+    }
     if args.unsafe_no_fsync {
         crate::durable::set_unsafe_no_fsync(true);
         tracing::warn!("--unsafe-no-fsync: nothing is synced to disk; a power cut loses acknowledged writes");

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::forward::Forwarder;
+use super::housekeeping;
 use super::proposer::Proposer;
 use super::{Node, NodeConfig};
 use crate::base_url::BaseUrl;
-use crate::command::Request;
 use crate::durable;
 use crate::hub::Hub;
 use crate::peer::{Lane, PeerClient};
@@ -140,10 +140,11 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let give_up = config.write_timeout * 2;
     let max_queued = config.max_queued_write_bytes;
-    let proposer = Proposer::start(raft.clone(), config.dedup_window, give_up, applied_clock, max_queued);
-    tokio::spawn(propose_expiry(raft.clone(), proposer.clone(), config.id));
+    let proposer = Proposer::start(raft.clone(), config.dedup_window, give_up, applied_clock.clone(), max_queued);
     let forwarder = Forwarder::new(peers.clone(), config.max_queued_write_bytes);
-    Ok(Arc::new(Node { config, raft, store, hub, peers, applied, proposer, forwarder }))
+    let node = Arc::new(Node { config, raft, store, hub, peers, applied, clock: applied_clock, proposer, forwarder });
+    tokio::spawn(housekeeping::run(Arc::downgrade(&node)));
+    Ok(node)
 }
 
 /// Writes sled's buffers out every [`database::WRITE_EVERY`], so that a
@@ -162,27 +163,6 @@ async fn write_out_periodically(db: Arc<Database>) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("writing out the state: {e}"),
             Err(e) => tracing::warn!("writing out the state: {e}"),
-        }
-    }
-}
-
-/// How often the leader proposes dropping expired keys and old dedup
-/// entries. Reads hide expired keys meanwhile; this only reclaims space.
-const EXPIRE_EVERY: Duration = Duration::from_secs(5);
-
-/// While this node leads, periodically proposes `Request::Expire`.
-async fn propose_expiry(raft: raft::Raft, proposer: Proposer, id: NodeId) {
-    let mut tick = tokio::time::interval(EXPIRE_EVERY);
-    loop {
-        tick.tick().await;
-        let metrics = raft.metrics().borrow().clone();
-        if metrics.running_state.is_err() {
-            return;
-        }
-        if metrics.current_leader == Some(id) {
-            if let Err(e) = proposer.propose(Request::Expire).await {
-                tracing::debug!("expiry proposal: {e}");
-            }
         }
     }
 }

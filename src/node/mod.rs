@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod cluster;
 pub mod forward;
+mod housekeeping;
 pub mod proposer;
 
 use std::collections::BTreeMap;
@@ -98,6 +99,8 @@ pub struct Node {
     /// HTTP to the other nodes.
     pub peers: PeerClient,
     applied: watch::Receiver<u64>,
+    /// The latest command timestamp applied here: cluster time.
+    clock: watch::Receiver<u64>,
     proposer: Proposer,
     forwarder: Forwarder,
 }
@@ -106,6 +109,14 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.config.id
+    }
+
+    /// Cluster time on this node: the timestamp of the latest command it
+    /// applied (Unix ms). It moves with every entry, at least once a second
+    /// (the leader's housekeeping), and is the same on every node at the
+    /// same log index: what TTLs are judged by.
+    pub fn cluster_time(&self) -> u64 {
+        *self.clock.borrow()
     }
 
     /// The current leader and its URL, as far as this node knows.

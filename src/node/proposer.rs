@@ -10,12 +10,12 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::budget::{Budget, Reservation};
+use crate::clock;
 use crate::command::{Command, Reply, Request};
 use crate::raft::{Node, NodeId, Raft};
 
@@ -247,8 +247,7 @@ struct ClusterClock {
 
 impl ClusterClock {
     fn now(&mut self) -> u64 {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        self.last = self.last.max(wall).max(*self.applied.borrow());
+        self.last = self.last.max(clock::wall_ms()).max(*self.applied.borrow());
         self.last
     }
 }
@@ -319,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_new_leader_stamps_no_earlier_than_what_was_applied() {
-        let ahead = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 3_600_000;
+        let ahead = clock::wall_ms() + 3_600_000;
         let (applied, rx) = watch::channel(ahead);
         let mut clock = ClusterClock { last: 0, applied: rx };
         assert_eq!(clock.now(), ahead, "the previous leader's clock was an hour ahead of ours");

@@ -1,8 +1,9 @@
 //! The replicated key-value store. Writes go through Raft like publishes;
-//! reads are local (or strong) and hide keys whose expiry has passed.
+//! reads are local (or strong) and hide keys whose expiry cluster time has
+//! passed.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::{read_point, write, Consistency, ServiceError};
 use crate::command::{Reply, Request};
@@ -12,10 +13,6 @@ use crate::node::Node;
 #[derive(Clone)]
 pub struct Kv {
     node: Arc<Node>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Kv {
@@ -36,10 +33,12 @@ impl Kv {
         }
     }
 
-    /// The live value of `key`.
+    /// The live value of `key`: live by cluster time, the rule the state
+    /// machine decides `nx` by, so that every node at the same log index
+    /// answers alike whatever its own clock says.
     pub async fn get(&self, key: &str, consistency: Consistency) -> Result<Option<String>, ServiceError> {
         read_point(&self.node, consistency).await?;
-        Ok(self.node.store.kv_get(key, now_ms())?)
+        Ok(self.node.store.kv_get(key, self.node.cluster_time())?)
     }
 
     /// Deletes `key`; answers whether a live key was removed.

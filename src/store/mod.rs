@@ -229,8 +229,8 @@ impl Store {
     }
 
     /// The value of `key` if it exists and has not expired at `now` (Unix
-    /// ms, the reading node's clock: expired keys are hidden before the
-    /// leader's purge removes them).
+    /// ms, cluster time: expired keys are hidden before the leader's
+    /// `Expire` removes them).
     pub fn kv_get(&self, key: &str, now: u64) -> Result<Option<String>, StoreError> {
         let _reading = self.reading();
         let Some(bytes) = self.tree.get(keys::kv(key))? else { return Ok(None) };

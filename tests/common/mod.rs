@@ -69,6 +69,11 @@ impl NodeProc {
         self.process.is_running()
     }
 
+    /// Adds `serve` flags for the next start.
+    pub fn add_args(&mut self, more: &[&str]) {
+        self.process.add_args(more);
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }

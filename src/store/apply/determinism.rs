@@ -46,6 +46,7 @@ fn request() -> impl Strategy<Value = Request> {
         ),
         (0..KEYS.len()).prop_map(|key| Request::KvDelete { key: KEYS[key].into() }),
         Just(Request::Expire),
+        Just(Request::Trim),
     ]
 }
 

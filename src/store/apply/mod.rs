@@ -155,6 +155,7 @@ impl Applier {
                 }
                 Request::KvDelete { key } => self.kv_delete(batch, key, command.timestamp_ms)?,
                 Request::Expire => self.expire(batch, command.timestamp_ms, command.dedup_window_ms)?,
+                Request::Trim => self.trim_aged(batch, command.timestamp_ms)?,
             };
             replies.push(reply);
         }
@@ -387,12 +388,37 @@ impl Applier {
         Ok(Reply::Expired { removed })
     }
 
+    /// Applies age retention to every room that has it, so that rooms
+    /// nobody publishes to lose their old events too. Only rooms that lost
+    /// events are written (and told to subscribers).
+    fn trim_aged(&mut self, batch: &mut ApplyBatch, now: u64) -> Result<Reply, StoreError> {
+        let mut aged: Vec<String> =
+            self.rooms.values().filter(|m| m.info.config.max_age_secs.is_some()).map(|m| m.info.name.clone()).collect();
+        aged.sort_unstable();
+        let mut removed = 0;
+        for name in aged {
+            let trimmed = self.trim_room(batch, &name, now, false)?;
+            if trimmed > 0 {
+                removed += trimmed;
+                batch.touched.push(name);
+            }
+        }
+        Ok(Reply::Trimmed { removed })
+    }
+
     /// Applies the room's retention limits and persists its metadata.
     fn trim(&mut self, batch: &mut ApplyBatch, name: &str, now: u64) -> Result<(), StoreError> {
+        self.trim_room(batch, name, now, true).map(|_| ())
+    }
+
+    /// Applies the room's retention limits; persists its metadata if
+    /// anything was trimmed, or `always`. Returns how many events went.
+    fn trim_room(&mut self, batch: &mut ApplyBatch, name: &str, now: u64, always: bool) -> Result<u64, StoreError> {
         let Some(meta) = self.rooms.get_mut(name) else {
-            return Ok(());
+            return Ok(0);
         };
         let info = &mut meta.info;
+        let before = info.min_offset;
         if let Some(max) = info.config.max_events {
             let keep_from = info.next_offset.saturating_sub(max);
             while info.min_offset < keep_from {
@@ -420,8 +446,11 @@ impl Applier {
                 info.min_offset += 1;
             }
         }
-        batch.batch.insert(keys::room(name), codec::encode(&*meta)?);
-        Ok(())
+        let trimmed = meta.info.min_offset - before;
+        if trimmed > 0 || always {
+            batch.batch.insert(keys::room(name), codec::encode(&*meta)?);
+        }
+        Ok(trimmed)
     }
 
     /// Removes the events of deleted rooms (their tombstones say which),

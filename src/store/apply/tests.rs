@@ -82,3 +82,24 @@ fn an_expired_dedup_record_stays_expired_for_the_rest_of_the_batch() {
     assert_eq!(prompt.next_offset, 2, "the expired record is gone: the retry appends");
     assert_eq!(lagging.next_offset, 2, "the dedup record expired in this batch is not found again");
 }
+
+#[test]
+fn trim_ages_out_a_room_nobody_publishes_to() {
+    let config = RoomConfig { max_events: None, max_age_secs: Some(1) };
+    let create = command(0, vec![Request::CreateRoom { room: "aged".into(), config, if_absent: false }]);
+    let early = command(1_000, vec![publish("aged", 3)]);
+    let too_soon = command(1_500, vec![Request::Trim]);
+    let later = command(5_000, vec![Request::Trim]);
+    let (_dir, store) = store();
+    let mut applier = Applier::load(store.clone()).unwrap();
+    let mut replies = Vec::new();
+    for c in [create, early, too_soon, later] {
+        let mut batch = applier.begin();
+        replies.push(applier.apply(&mut batch, &c).unwrap());
+        applier.commit(batch).unwrap();
+    }
+    assert_eq!(replies[2], vec![Reply::Trimmed { removed: 0 }]);
+    assert_eq!(replies[3], vec![Reply::Trimmed { removed: 3 }]);
+    let info = store.room("aged").unwrap().unwrap().info;
+    assert_eq!((info.min_offset, info.next_offset), (3, 3));
+}
