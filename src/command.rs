@@ -14,8 +14,13 @@ use serde::{Deserialize, Serialize};
 /// (`/health`), so that a cluster in the middle of a rolling upgrade never
 /// commits an entry some member cannot apply.
 ///
-/// 1: rooms, publish, KV, `Expire`. 2: `Trim`.
-pub const PROTOCOL: u32 = 2;
+/// 1: rooms, publish, KV, `Expire`. 2: `Trim`. 3: `Identify`, `Register`.
+pub const PROTOCOL: u32 = 3;
+
+/// Most payload bytes one request may carry (a batch's events together):
+/// a request is never split across entries, and an entry must reach a
+/// follower, and be synced there, within one heartbeat interval.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Retention and behaviour settings of one room.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +98,20 @@ pub enum Request {
     /// Drop events that have passed their room's age limit, in every room
     /// (proposed periodically by the leader; protocol 2).
     Trim,
+    /// Name the cluster, once: later ones keep the first name (protocol 3).
+    Identify {
+        /// A new unique id.
+        cluster: String,
+    },
+    /// Record which incarnation of its data directory a member runs, if
+    /// none is recorded yet; the record goes when the node leaves the
+    /// membership (protocol 3).
+    Register {
+        /// The member.
+        node: u64,
+        /// Its data directory's id.
+        incarnation: String,
+    },
 }
 
 /// One Raft entry's payload: requests of one or more clients, and the
@@ -199,5 +218,16 @@ pub enum Reply {
     Trimmed {
         /// Events removed over all rooms.
         removed: u64,
+    },
+    /// Answer to `Identify`: the cluster's id (the first one proposed).
+    Identified {
+        /// The id.
+        cluster: String,
+    },
+    /// Answer to `Register`: whether the incarnation was recorded.
+    Registered {
+        /// False if the node is not a member or has another incarnation
+        /// recorded.
+        accepted: bool,
     },
 }

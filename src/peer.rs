@@ -5,8 +5,11 @@
 //! Requests travel on separate lanes (connection pools), so that a
 //! heartbeat never queues behind a snapshot chunk or a batch of forwarded
 //! writes on the same HTTP/1.1 connection. The cluster secret is attached
-//! here, on the lanes that reach `/raft/*`, and nowhere else.
+//! here, on the lanes that reach `/raft/*`, and nowhere else, with who
+//! sends it (node id, incarnation, cluster id) so that a peer can refuse a
+//! stale incarnation or another cluster.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder};
@@ -15,6 +18,12 @@ use crate::base_url::BaseUrl;
 
 /// Header that carries the cluster secret on internal requests.
 pub const SECRET_HEADER: &str = "x-synap-cluster-secret";
+/// Header that names the sending node on internal requests.
+pub const NODE_HEADER: &str = "x-synap-node";
+/// Header that carries the sending node's incarnation.
+pub const INCARNATION_HEADER: &str = "x-synap-incarnation";
+/// Header that carries the sender's cluster id, once it knows one.
+pub const CLUSTER_HEADER: &str = "x-synap-cluster";
 
 /// Which connection pool a request uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +47,10 @@ pub struct PeerClient {
     forward: reqwest::Client,
     public: reqwest::Client,
     secret: Option<String>,
+    /// This node's id and incarnation, sent with internal requests.
+    sender: Option<(u64, String)>,
+    /// The cluster's id, sent once known.
+    cluster: Arc<RwLock<Option<String>>>,
 }
 
 fn build() -> reqwest::Client {
@@ -54,7 +67,24 @@ fn build() -> reqwest::Client {
 impl PeerClient {
     /// A client that sends `secret` on the internal lanes, if set.
     pub fn new(secret: Option<String>) -> Self {
-        Self { raft: build(), snapshot: build(), forward: build(), public: build(), secret }
+        let cluster = Arc::default();
+        Self { raft: build(), snapshot: build(), forward: build(), public: build(), secret, sender: None, cluster }
+    }
+
+    /// Also tells the receivers of internal requests who sends them: node
+    /// `id`, incarnation `incarnation` (peers refuse a stale incarnation).
+    pub fn with_sender(mut self, id: u64, incarnation: String) -> Self {
+        self.sender = Some((id, incarnation));
+        self
+    }
+
+    /// From now on, tells receivers the cluster this node belongs to (they
+    /// refuse another cluster's requests).
+    pub fn set_cluster(&self, cluster: &str) {
+        let mut known = self.cluster.write().unwrap_or_else(|p| p.into_inner());
+        if known.as_deref() != Some(cluster) {
+            *known = Some(cluster.to_owned());
+        }
     }
 
     /// A request to `path` on `peer`. Set a timeout on it: the lanes have
@@ -66,11 +96,20 @@ impl PeerClient {
             Lane::Forward => &self.forward,
             Lane::Public => &self.public,
         };
-        let request = client.request(method, peer.join(path));
-        match (&self.secret, lane) {
-            (_, Lane::Public) | (None, _) => request,
-            (Some(secret), _) => request.header(SECRET_HEADER, secret),
+        let mut request = client.request(method, peer.join(path));
+        if lane == Lane::Public {
+            return request;
         }
+        if let Some(secret) = &self.secret {
+            request = request.header(SECRET_HEADER, secret);
+        }
+        if let Some((id, incarnation)) = &self.sender {
+            request = request.header(NODE_HEADER, id.to_string()).header(INCARNATION_HEADER, incarnation);
+        }
+        if let Some(cluster) = self.cluster.read().unwrap_or_else(|p| p.into_inner()).as_deref() {
+            request = request.header(CLUSTER_HEADER, cluster);
+        }
+        request
     }
 
     /// A POST to `path` on `peer`.

@@ -11,6 +11,11 @@ pub enum ServeError {
     /// The node could not start.
     #[error(transparent)]
     Start(#[from] cluster::StartError),
+    /// Raft stopped on a fatal error (a storage failure such as a full
+    /// disk): the node exits so that its supervisor restarts it once the
+    /// cause is fixed, instead of serving on as a zombie.
+    #[error("{0}; exiting")]
+    Fatal(String),
     /// The listen address could not be bound or serving failed.
     #[error("cannot serve on {addr}: {source}")]
     Listen {
@@ -20,6 +25,9 @@ pub enum ServeError {
         source: std::io::Error,
     },
 }
+
+/// How long a stopping node waits for its final checkpoint.
+const CHECKPOINT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs a node, with `auth` guarding its public API, until it is told to
 /// stop.
@@ -34,23 +42,44 @@ pub async fn serve(config: NodeConfig, auth: Auth) -> Result<(), ServeError> {
     }
     let app = api::router(node.clone(), auth);
     let hub = node.hub.clone();
+    let mut metrics = node.raft.metrics();
+    let watched = node.clone();
     let stopping = async move {
-        shutdown_signal().await;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            // A fatal storage error stops Raft for good on this node.
+            _ = metrics.wait_for(|m| m.running_state.is_err()) => {}
+            _ = watched.stop_requested() => {}
+        }
         // Subscribers hold their connections open forever; tell them to go
         // (they resume elsewhere) so that the graceful shutdown can finish.
         hub.shut_down();
     };
     let served = axum::serve(listener, app).with_graceful_shutdown(stopping).await;
+    let fatal = node.raft.metrics().borrow().running_state.clone().err().map(|f| format!("raft stopped: {f}"));
+    let fatal = fatal.or_else(|| node.stop_reason());
     if let Err(e) = node.raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }
-    // Raft has stopped, so nothing applies any more: a clean stop leaves a
-    // durable state and the next start re-applies nothing.
-    let store = node.store.clone();
-    match tokio::task::spawn_blocking(move || store.checkpoint()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("final checkpoint: {e}"),
-        Err(e) => tracing::warn!("final checkpoint: {e}"),
+    if fatal.is_none() {
+        // Raft has stopped, so nothing applies any more: a clean stop leaves
+        // a durable state and the next start re-applies nothing. (After a
+        // storage error sled may never finish a flush; the log replays on
+        // the next start instead.)
+        let store = node.store.clone();
+        let checkpoint = tokio::task::spawn_blocking(move || store.checkpoint());
+        match tokio::time::timeout(CHECKPOINT_GRACE, checkpoint).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("final checkpoint: {e}"),
+            Ok(Err(e)) => tracing::warn!("final checkpoint: {e}"),
+            Err(_) => {
+                tracing::warn!("final checkpoint: not done after {CHECKPOINT_GRACE:?}; the log replays on restart")
+            }
+        }
+    }
+    if let Some(fatal) = fatal {
+        tracing::error!("{fatal}; exiting");
+        return Err(ServeError::Fatal(fatal));
     }
     served.map_err(|source| ServeError::Listen { addr, source })
 }

@@ -15,7 +15,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let db = Database::open(&dir.path().join("db"), 16 << 20).expect("open sled");
+        let db = Database::open(&dir.path().join("db"), 16 << 20, false).expect("open sled");
         // Small segments, so that the suite's logs span several files.
         let log = LogStore::open_with(&dir.path().join("raft-log"), 256).expect("open log store");
         let store = Store::open(Arc::new(db)).expect("open store");

@@ -27,6 +27,8 @@ pub enum Kind {
     Subscriber,
     /// Nodes did not converge in time after healing.
     Convergence,
+    /// A node could not be read at the end (it stopped, or refused to run).
+    NodeDown,
 }
 
 /// One broken guarantee, with an example.

@@ -170,7 +170,7 @@ async fn run(args: Args) -> Result<bool, String> {
             .push(Violation { kind: Kind::Convergence, detail: "nodes had not converged 60 s after healing".into() }),
     }
 
-    let histories = read_histories(&member_urls, &rooms).await?;
+    let histories = read_histories(&member_urls, &rooms, &mut violations).await;
     // Give subscribers time to reach the end of their rooms.
     let reference_len: BTreeMap<String, usize> =
         histories.iter().map(|(room, per_node)| (room.clone(), per_node.values().next().map_or(0, Vec::len))).collect();
@@ -240,20 +240,31 @@ async fn converge(urls: &[String], rooms: &[String], limit: Duration) -> Option<
     None
 }
 
-async fn read_histories(urls: &[String], rooms: &[String]) -> Result<Histories, String> {
+/// Every node's history of every room. A node that cannot be read is a
+/// violation (a node must come back from every fault) and is left out.
+async fn read_histories(urls: &[String], rooms: &[String], violations: &mut Vec<Violation>) -> Histories {
     let mut histories = Histories::new();
+    let mut down = BTreeMap::new();
     for room in rooms {
         for (i, url) in urls.iter().enumerate() {
+            let node = i as u64 + 1;
+            if down.contains_key(&node) {
+                continue;
+            }
             let client = synap::client::Client::new(url);
             let events = match client.history_all(room).await {
                 Ok(events) => events,
                 Err(synap::client::ClientError::Http { status: 404, .. }) => Vec::new(),
-                Err(e) => return Err(format!("reading {room} from {url}: {e}")),
+                Err(e) => {
+                    down.insert(node, format!("node {node} could not be read at the end ({room}): {e}"));
+                    continue;
+                }
             };
-            histories.entry(room.clone()).or_default().insert(i as u64 + 1, events);
+            histories.entry(room.clone()).or_default().insert(node, events);
         }
     }
-    Ok(histories)
+    violations.extend(down.into_values().map(|detail| Violation { kind: Kind::NodeDown, detail }));
+    histories
 }
 
 fn report(

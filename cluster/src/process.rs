@@ -71,6 +71,15 @@ impl Process {
         self.paused
     }
 
+    /// How it ended, if it exited on its own (it is then no longer
+    /// running); `None` while it runs or if it was never started.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        self.paused = false;
+        Some(status)
+    }
+
     /// Its pid while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

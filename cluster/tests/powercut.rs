@@ -98,7 +98,7 @@ fn the_applied_state_comes_back_whole_at_its_last_checkpoint() {
     let (_dir, disk) = disk();
     let path = disk.path().join(database::DIR);
     {
-        let db = Arc::new(Database::open(&path, 8 << 20).unwrap());
+        let db = Arc::new(Database::open(&path, 8 << 20, false).unwrap());
         let store = Store::open(db.clone()).unwrap();
         let tree = db.sled().open_tree("state").unwrap();
         // Each batch writes a counter and that many keys, atomically.
@@ -120,7 +120,7 @@ fn the_applied_state_comes_back_whole_at_its_last_checkpoint() {
         db.write_out().unwrap();
     }
     disk.cut(&[]);
-    let db = Database::open(&path, 8 << 20).unwrap();
+    let db = Database::open(&path, 8 << 20, false).unwrap();
     let tree = db.sled().open_tree("state").unwrap();
     let counter = u64::from_be_bytes(tree.get("counter").unwrap().unwrap().as_ref().try_into().unwrap());
     assert!(counter >= 50, "the checkpoint at 50 is durable, found {counter}");

@@ -40,6 +40,11 @@ impl ApiError {
         Self { status: StatusCode::FORBIDDEN, message: message.into() }
     }
 
+    /// 409 with `message`: the request conflicts with the state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::CONFLICT, message: message.into() }
+    }
+
     /// 404 with `message`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self { status: StatusCode::NOT_FOUND, message: message.into() }

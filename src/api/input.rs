@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::command::{NewEvent, RoomConfig};
+use crate::command::{NewEvent, RoomConfig, MAX_REQUEST_BYTES};
 use crate::filter::TypeFilter;
 use crate::service::Consistency;
 
@@ -195,7 +195,8 @@ impl<'a> BatchBody<'a> {
                 self.events.len()
             )));
         }
-        self.events
+        let events: Vec<NewEvent> = self
+            .events
             .into_iter()
             .enumerate()
             .map(|(i, e)| {
@@ -204,7 +205,14 @@ impl<'a> BatchBody<'a> {
                     err
                 })
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let total: usize = events.iter().map(|e| e.data.len() + e.metadata.as_ref().map_or(0, String::len)).sum();
+        if total > MAX_REQUEST_BYTES {
+            return Err(ApiError::too_large(format!(
+                "the batch carries {total} bytes of events; the limit is {MAX_REQUEST_BYTES}: split it"
+            )));
+        }
+        Ok(events)
     }
 }
 
@@ -340,6 +348,12 @@ mod tests {
         let batch: BatchBody = json(br#"{"events":[{"event":"ok","data":1},{"event":"","data":2}]}"#).unwrap();
         let error = batch.into_new_events("r", 100).unwrap_err();
         assert!(error.message.starts_with("events[1]: "), "{}", error.message);
+        let big = format!(
+            r#"{{"events":[{}]}}"#,
+            vec![format!(r#"{{"event":"e","data":"{}"}}"#, "x".repeat(1 << 20)); 5].join(",")
+        );
+        let error = json::<BatchBody>(big.as_bytes()).unwrap().into_new_events("r", 2 << 20).unwrap_err();
+        assert_eq!(error.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE, "5 MiB in one batch");
         let empty: BatchBody = json(br#"{"events":[]}"#).unwrap();
         assert!(empty.into_new_events("r", 100).is_err());
         assert!(json::<BatchBody>(br#"{"events":[],"extra":1}"#).is_err(), "unknown fields are refused");

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -15,17 +16,79 @@ use super::error::ApiError;
 use super::AppState;
 use crate::codec;
 use crate::node::forward::ForwardRequest;
-use crate::peer::SECRET_HEADER;
+use crate::node::identity::Introduction;
+use crate::peer::{CLUSTER_HEADER, INCARNATION_HEADER, NODE_HEADER, SECRET_HEADER};
 
 /// Refuses internal requests that do not carry the cluster secret.
 pub async fn require_secret(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    match check_secret(&app, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Refuses internal requests that do not carry the cluster secret, or that
+/// come from another cluster or from a node whose data directory is not the
+/// one this cluster knows it by (a wiped or replaced node).
+pub async fn require_member(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    match check_secret(&app, request.headers()).and_then(|()| check_sender(&app, request.headers())) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+fn check_secret(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(secret) = &app.node.config.cluster_secret {
-        let given = request.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
         if !constant_time_eq(given, secret.as_bytes()) {
-            return ApiError::unauthorized("missing or wrong cluster secret").into_response();
+            return Err(ApiError::unauthorized("missing or wrong cluster secret"));
         }
     }
-    next.run(request).await
+    Ok(())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Senders that say nothing (versions before these headers) pass.
+fn check_sender(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let store = &app.node.store;
+    if let (Some(theirs), Some(ours)) = (header(headers, CLUSTER_HEADER), store.cluster_id()?) {
+        if theirs != ours {
+            return Err(ApiError::conflict(format!("a request from cluster {theirs}; this node belongs to {ours}")));
+        }
+    }
+    let node = header(headers, NODE_HEADER).and_then(|n| n.parse::<u64>().ok());
+    if let (Some(node), Some(incarnation)) = (node, header(headers, INCARNATION_HEADER)) {
+        if let Some(known) = store.incarnation(node)? {
+            if known != incarnation {
+                return Err(ApiError::conflict(format!(
+                    "node {node} runs a data directory this cluster does not know (incarnation {incarnation}, \
+                     expected {known}): it was wiped or replaced; remove node {node} and let it join again"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `POST /raft/identity`: who this node is and what it knows of its
+/// cluster, for a starting or joining node (the body names the asker).
+pub async fn identity(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let asking: u64 = decode(&body)?;
+    let node = &app.node;
+    let metrics = node.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let members: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
+    let introduction = Introduction {
+        identity: node.identity.clone(),
+        initialized: !members.is_empty(),
+        cluster: node.store.cluster_id()?,
+        members,
+        recorded: node.store.incarnation(asking)?,
+    };
+    encode(&introduction)
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -42,18 +105,31 @@ fn encode<T: Serialize>(value: &T) -> Result<Response, ApiError> {
     Ok(bytes.into_response())
 }
 
+/// 503 while a node without state has not yet found out whether it may
+/// take part (see `Node::is_cleared`).
+fn cleared(app: &AppState) -> Result<(), ApiError> {
+    if app.node.is_cleared() {
+        Ok(())
+    } else {
+        Err(ApiError::unavailable("this node is checking with its peers whether it may take part in the cluster"))
+    }
+}
+
 /// `POST /raft/append`
 pub async fn append(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    cleared(&app)?;
     encode(&app.node.raft.append_entries(decode(&body)?).await)
 }
 
 /// `POST /raft/vote`
 pub async fn vote(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    cleared(&app)?;
     encode(&app.node.raft.vote(decode(&body)?).await)
 }
 
 /// `POST /raft/snapshot` (one chunk)
 pub async fn snapshot(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    cleared(&app)?;
     encode(&app.node.raft.install_snapshot(decode(&body)?).await)
 }
 

@@ -74,8 +74,12 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
         .route("/raft/snapshot", post(internal::snapshot))
         .route("/raft/forward", post(internal::forward))
         .route("/raft/read-index", post(internal::read_index))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), internal::require_secret))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), internal::require_member))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
+    // Asked by nodes finding out whether they are stale: the secret only.
+    let introductions = Router::new()
+        .route("/raft/identity", post(internal::identity))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), internal::require_secret));
 
     let public = Router::new()
         .route("/health", get(health))
@@ -104,7 +108,7 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(public_limit));
 
-    public.merge(internal).with_state(state)
+    public.merge(internal).merge(introductions).with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::api::auth::Auth;
 use crate::base_url::BaseUrl;
+use crate::command::MAX_REQUEST_BYTES;
 use crate::node::NodeConfig;
 use crate::raft::NodeId;
 
@@ -147,6 +148,12 @@ impl ServeArgs {
             Some(spec) => parse_peers(spec)?,
             None => BTreeMap::new(),
         };
+        if self.max_event_bytes > MAX_REQUEST_BYTES {
+            return Err(UsageError(format!(
+                "--max-event-bytes is at most {MAX_REQUEST_BYTES}: a larger event would not replicate within a \
+                 heartbeat interval"
+            )));
+        }
         if !peers.is_empty() && !peers.contains_key(&self.id) {
             return Err(UsageError(format!("--peers does not list this node's id {}", self.id)));
         }

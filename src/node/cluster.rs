@@ -9,11 +9,13 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, 
 use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, Config, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::forward::Forwarder;
-use super::housekeeping;
+use super::identity::{Identity, IdentityError};
 use super::proposer::Proposer;
+use super::{housekeeping, identity, readiness};
 use super::{Node, NodeConfig};
 use crate::base_url::BaseUrl;
 use crate::durable;
@@ -25,6 +27,10 @@ use crate::raft::network::NetworkFactory;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{self, NodeId};
 use crate::store::{database, Database, Store, StoreError};
+
+/// How long a promotion waits for the learner to catch up before it
+/// answers "try again" (`--join` does).
+const PROMOTE_WAIT: Duration = Duration::from_secs(30);
 
 /// sled's page cache.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -38,6 +44,10 @@ pub enum StartError {
     /// The Raft log could not be opened.
     #[error("cannot open the raft log: {0}")]
     Log(#[from] LogError),
+    /// The data directory belongs to another node, or its identity file
+    /// is unreadable.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// openraft refused the configuration or failed to start.
     #[error("cannot start raft: {0}")]
     Raft(String),
@@ -71,6 +81,9 @@ pub struct MemberStatus {
     pub voter: bool,
     /// Highest log index known replicated to it (leader's view only).
     pub matched_index: Option<u64>,
+    /// The id of its data directory, once the cluster recorded it.
+    #[serde(default)]
+    pub incarnation: Option<String>,
 }
 
 /// What `/admin/cluster` answers.
@@ -78,6 +91,9 @@ pub struct MemberStatus {
 pub struct ClusterStatus {
     /// The answering node.
     pub id: NodeId,
+    /// The cluster's id, once the leader named it.
+    #[serde(default)]
+    pub cluster: Option<String>,
     /// Its role: Leader, Follower, Candidate or Learner.
     pub state: String,
     /// Current leader, if known.
@@ -100,7 +116,12 @@ pub struct ClusterStatus {
 /// happens in [`bootstrap`], once the node serves HTTP.
 pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     durable::create_dir_all(&config.data_dir).map_err(StoreError::from)?;
-    let db = Arc::new(Database::open(&config.data_dir.join(database::DIR), SLED_CACHE_BYTES)?);
+    // A directory without an identity was written by a version before
+    // identities, which had no trust marker either: its state is trusted.
+    let before_markers = !Identity::exists(&config.data_dir);
+    let identity = Identity::load_or_create(&config.data_dir, config.id)?;
+    let db_dir = config.data_dir.join(database::DIR);
+    let db = Arc::new(Database::open(&db_dir, SLED_CACHE_BYTES, before_markers)?);
     let log = LogStore::open_in(&config.data_dir, db.sled())?;
     tokio::spawn(write_out_periodically(db.clone()));
     let store = Store::open(db)?;
@@ -120,7 +141,13 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
         heartbeat_interval: 100,
         election_timeout_min: 400,
         election_timeout_max: 800,
-        install_snapshot_timeout: 10_000,
+        // A chunk RPC must fit in it, and the last one includes loading the
+        // whole state into sled on the follower (over a minute for millions
+        // of records on a slow disk); otherwise the transfer starts over,
+        // forever.
+        install_snapshot_timeout: 300_000,
+        // Fewer, larger chunks for snapshots that may hold the whole state.
+        snapshot_max_chunk_size: 16 * 1024 * 1024,
         snapshot_policy: if config.snapshot_every == 0 {
             SnapshotPolicy::Never
         } else {
@@ -128,22 +155,43 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
         },
         // Keep some log behind a snapshot so that a follower slightly behind
         // gets entries, not a whole snapshot; never more than one interval.
-        max_in_snapshot_log_to_keep: config.snapshot_every.clamp(1, 1000),
+        // Entries can be megabytes each: keep few, and let a follower further
+        // behind than that catch up from a snapshot.
+        max_in_snapshot_log_to_keep: config.snapshot_every.clamp(1, 100),
         ..Default::default()
     }
     .validate()
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let peers = PeerClient::new(config.cluster_secret.clone());
+    let peers = PeerClient::new(config.cluster_secret.clone()).with_sender(config.id, identity.incarnation.clone());
     let network = NetworkFactory::new(config.id, peers.clone());
-    let raft = raft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
+    let raft = raft::Raft::new(config.id, Arc::new(raft_config), network, log.clone(), sm)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let give_up = config.write_timeout * 2;
     let max_queued = config.max_queued_write_bytes;
     let proposer = Proposer::start(raft.clone(), config.dedup_window, give_up, applied_clock.clone(), max_queued);
     let forwarder = Forwarder::new(peers.clone(), config.max_queued_write_bytes);
-    let node = Arc::new(Node { config, raft, store, hub, peers, applied, clock: applied_clock, proposer, forwarder });
+    let readiness = readiness::Readiness::default();
+    let (stopped, _) = watch::channel(None);
+    let cleared = std::sync::atomic::AtomicBool::new(raft.is_initialized().await.unwrap_or(true));
+    let node = Arc::new(Node {
+        config,
+        identity,
+        raft,
+        store,
+        hub,
+        peers,
+        log,
+        applied,
+        clock: applied_clock,
+        readiness,
+        stopped,
+        cleared,
+        proposer,
+        forwarder,
+    });
     tokio::spawn(housekeeping::run(Arc::downgrade(&node)));
+    tokio::spawn(readiness::run(Arc::downgrade(&node)));
     Ok(node)
 }
 
@@ -188,43 +236,140 @@ pub async fn bootstrap(node: Arc<Node>) {
     if let Some(join) = node.config.join.clone() {
         join_cluster(&node, &join, false).await;
     } else if node.config.peers.is_empty() {
+        node.clear();
         let members = BTreeMap::from([(node.id(), node.config.advertise.clone())]);
         if let Err(e) = node.initialize(members).await {
             tracing::error!("cannot initialise a one-node cluster: {e}");
         }
-    } else if node.config.peers.keys().next() == Some(&node.id()) {
-        wait_for_peers(&node).await;
-        match node.initialize(node.config.peers.clone()).await {
-            Ok(()) => tracing::info!("cluster initialised with {} voters", node.config.peers.len()),
-            Err(e) => tracing::warn!("not initialising: {e}"),
-        }
+    } else {
+        form_with_peers(&node).await;
     }
 }
 
-async fn wait_for_peers(node: &Node) {
+/// What the peers of an uninitialised node say.
+enum Survey {
+    /// A peer knows this node's id by another data directory.
+    Stale(String),
+    /// Some peer already belongs to a cluster.
+    Running,
+    /// No peer belongs to a cluster yet; `all_up` if every one answers.
+    Forming {
+        /// Every peer answers `/health`.
+        all_up: bool,
+    },
+}
+
+/// An uninitialised node with `--peers`: waits until the cluster forms (the
+/// lowest id forms it once every peer answers), never forms a second one
+/// beside a running cluster, and stops if the cluster knows its id by
+/// another data directory: then it was wiped, and has forgotten its log
+/// and its vote.
+async fn form_with_peers(node: &Node) {
+    let lowest = node.config.peers.keys().next() == Some(&node.id());
+    let mut said = false;
     loop {
-        let mut missing = Vec::new();
-        for (id, url) in &node.config.peers {
-            let health = node.peers.request(Lane::Public, reqwest::Method::GET, url, "/health");
-            let up = health.timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success());
-            if !up {
-                missing.push(*id);
-            }
-        }
-        if missing.is_empty() {
-            return;
-        }
-        // Another node may have initialised us meanwhile (e.g. after a
-        // restart of this one): then there is nothing left to do.
         if node.raft.is_initialized().await.unwrap_or(true) {
             return;
         }
-        tracing::info!("waiting for peers {missing:?} before initialising the cluster");
+        let survey = survey_peers(node).await;
+        if !matches!(survey, Survey::Stale(_)) {
+            node.clear();
+        }
+        match survey {
+            Survey::Stale(message) => {
+                node.stop_with(message);
+                return;
+            }
+            Survey::Running if !said => {
+                said = true;
+                tracing::warn!(
+                    "the peers already run a cluster: not forming one; waiting to be replicated to (start a \
+                     node that is new to the cluster with --join instead)"
+                );
+            }
+            Survey::Forming { all_up: true } if lowest => match node.initialize(node.config.peers.clone()).await {
+                Ok(()) => {
+                    tracing::info!("cluster initialised with {} voters", node.config.peers.len());
+                    return;
+                }
+                Err(e) => tracing::warn!("not initialising: {e}"),
+            },
+            Survey::Forming { all_up: false } if lowest && !said => {
+                said = true;
+                tracing::info!("waiting for every peer before initialising the cluster");
+            }
+            _ => {}
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
+async fn survey_peers(node: &Node) -> Survey {
+    let mut all_up = true;
+    let mut running = false;
+    for (id, url) in &node.config.peers {
+        if *id == node.id() {
+            continue;
+        }
+        let health = node.peers.request(Lane::Public, reqwest::Method::GET, url, "/health");
+        all_up &= health.timeout(Duration::from_secs(1)).send().await.is_ok_and(|r| r.status().is_success());
+        let Some(peer) = identity::ask(&node.peers, url, node.id()).await else { continue };
+        if !peer.initialized {
+            continue;
+        }
+        running = true;
+        if let Some(known) = peer.recorded.filter(|known| *known != node.identity.incarnation) {
+            return Survey::Stale(rejoin_advice(node, &known, url));
+        }
+    }
+    if running {
+        Survey::Running
+    } else {
+        Survey::Forming { all_up }
+    }
+}
+
+fn rejoin_advice(node: &Node, known: &str, member: &BaseUrl) -> String {
+    format!(
+        "the cluster knows node {id} by another data directory (incarnation {known}; this one, {mine}, starts \
+         empty or was replaced): it has forgotten its log and its vote and must not take part as node {id}. \
+         Remove it, `synap cluster remove {id} --url {member}`, then start it with `--join {member}` (which also \
+         does the removal itself)",
+        id = node.id(),
+        mine = node.identity.incarnation
+    )
+}
+
+/// Before joining: if the cluster already has a member with this node's id
+/// and another data directory (this node was wiped), that member is
+/// removed first, so that this one joins as a new learner.
+async fn remove_stale_self(node: &Node, join: &BaseUrl) {
+    loop {
+        let Some(peer) = identity::ask(&node.peers, join, node.id()).await else { return };
+        let stale = peer.members.contains(&node.id()) && peer.recorded.as_deref() != Some(&node.identity.incarnation);
+        if !stale {
+            return;
+        }
+        tracing::warn!("join: the cluster has a node {} with another data directory; removing it first", node.id());
+        let path = format!("/admin/cluster/members/{}", node.id());
+        let mut request = node.peers.request(Lane::Public, reqwest::Method::DELETE, join, &path);
+        if let Some(key) = &node.config.join_api_key {
+            request = request.bearer_auth(key);
+        }
+        match request.timeout(Duration::from_secs(60)).send().await {
+            Ok(resp) if resp.status().is_success() || resp.status() == reqwest::StatusCode::NOT_FOUND => return,
+            Ok(resp) => tracing::warn!("join: removing the old node {}: {}", node.id(), resp.status()),
+            Err(e) => tracing::warn!("join: removing the old node {}: {e}", node.id()),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn join_cluster(node: &Node, join: &BaseUrl, only_promote: bool) {
+    if !only_promote {
+        remove_stale_self(node, join).await;
+    }
+    node.clear();
     let learner = serde_json::json!({ "id": node.id(), "url": node.config.advertise });
     let voter = serde_json::json!({ "id": node.id() });
     let steps = [("learners", learner), ("voters", voter)];
@@ -290,7 +435,38 @@ impl Node {
         if membership.voter_ids().any(|v| v == id) {
             return Ok(self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index));
         }
+        self.wait_caught_up(id).await?;
         self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await
+    }
+
+    /// Waits (up to [`PROMOTE_WAIT`]) until learner `id` holds nearly all of
+    /// this leader's log: a voter without the data would count towards
+    /// every quorum while holding nothing, one failure from losing it.
+    async fn wait_caught_up(&self, id: NodeId) -> Result<(), AdminError> {
+        let deadline = Instant::now() + PROMOTE_WAIT;
+        let mut metrics = self.raft.metrics();
+        let mut reported = Instant::now();
+        loop {
+            let (matched, last) = {
+                let m = metrics.borrow_and_update();
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+                (matched, m.last_log_index.unwrap_or(0))
+            };
+            if matched.is_some_and(|matched| matched + readiness::SLACK >= last) {
+                return Ok(());
+            }
+            let progress = format!("matched {} of {last}", matched.map_or("nothing".into(), |m| m.to_string()));
+            if Instant::now() >= deadline {
+                return Err(AdminError::Unavailable(format!(
+                    "node {id} is still catching up ({progress}); promote it once it has"
+                )));
+            }
+            if reported.elapsed() >= Duration::from_secs(5) {
+                tracing::info!("promotion of node {id} waits for it to catch up: {progress}");
+                reported = Instant::now();
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), metrics.changed()).await;
+        }
     }
 
     /// Removes `id` from the cluster, voter or learner.
@@ -324,10 +500,12 @@ impl Node {
                     .as_ref()
                     .and_then(|r| r.get(id).cloned().flatten())
                     .map(|log_id| log_id.index),
+                incarnation: self.store.incarnation(*id).ok().flatten(),
             })
             .collect();
         ClusterStatus {
             id: self.id(),
+            cluster: self.store.cluster_id().ok().flatten(),
             state: format!("{:?}", metrics.state),
             leader: metrics.current_leader,
             term: metrics.current_term,
@@ -339,16 +517,22 @@ impl Node {
         }
     }
 
-    /// Ready: a leader is known, it is reachable or is us with a live
-    /// quorum, and this node has applied its whole local log.
+    /// Ready: a leader is known, and this node has applied (nearly) all
+    /// it had committed. On the leader: a quorum answered in the last 3 s
+    /// and its own log is applied. On another node: the leader said how far
+    /// it is in the last few seconds, and this node is within
+    /// [`readiness::SLACK`] entries of that.
     pub fn is_ready(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
         let Some(leader) = metrics.current_leader else {
             return false;
         };
-        let caught_up = metrics.last_applied.map(|id| id.index) >= metrics.last_log_index;
-        let quorum_fresh = leader != self.id() || metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 3_000);
-        caught_up && quorum_fresh
+        let applied = metrics.last_applied.map_or(0, |id| id.index);
+        if leader == self.id() {
+            let caught_up = metrics.last_applied.map(|id| id.index) >= metrics.last_log_index;
+            return caught_up && metrics.millis_since_quorum_ack.is_some_and(|ms| ms < 3_000);
+        }
+        self.readiness.leader_index(leader).is_some_and(|index| applied + readiness::SLACK >= index)
     }
 
     fn ensure_leader(&self) -> Result<(), AdminError> {

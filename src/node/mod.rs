@@ -10,7 +10,9 @@ pub mod budget;
 pub mod cluster;
 pub mod forward;
 mod housekeeping;
+pub mod identity;
 pub mod proposer;
+pub mod readiness;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use crate::base_url::BaseUrl;
 use crate::command::{Reply, Request};
 use crate::hub::Hub;
 use crate::peer::PeerClient;
+use crate::raft::log_store::LogStore;
 use crate::raft::{NodeId, Raft};
 use crate::store::Store;
 use forward::{ForwardError, ForwardReply, Forwarder};
@@ -90,6 +93,8 @@ pub enum WriteError {
 pub struct Node {
     /// Settings it was started with.
     pub config: NodeConfig,
+    /// Who its data directory belongs to.
+    pub identity: identity::Identity,
     /// The Raft handle.
     pub raft: Raft,
     /// Read access to the applied state.
@@ -98,9 +103,21 @@ pub struct Node {
     pub hub: Arc<Hub>,
     /// HTTP to the other nodes.
     pub peers: PeerClient,
+    /// The Raft log (its size decides when to snapshot).
+    log: LogStore,
     applied: watch::Receiver<u64>,
     /// The latest command timestamp applied here: cluster time.
     clock: watch::Receiver<u64>,
+    /// How far the leader is, as this node last heard it.
+    readiness: readiness::Readiness,
+    /// Set when the node must stop (it learned it may not run).
+    stopped: watch::Sender<Option<String>>,
+    /// Whether this node may take part in replication: a node that starts
+    /// without state first asks its peers whether the cluster already knows
+    /// its id by another data directory. Until then it refuses appends,
+    /// votes and snapshots: a leader sent appends by a wiped follower would
+    /// see its log go backwards.
+    cleared: std::sync::atomic::AtomicBool,
     proposer: Proposer,
     forwarder: Forwarder,
 }
@@ -117,6 +134,34 @@ impl Node {
     /// same log index: what TTLs are judged by.
     pub fn cluster_time(&self) -> u64 {
         *self.clock.borrow()
+    }
+
+    /// Asks the server to stop this node with `reason` (an error exit):
+    /// for what makes it unsafe to run on, such as a wiped data directory.
+    pub fn stop_with(&self, reason: String) {
+        tracing::error!("{reason}");
+        self.stopped.send_replace(Some(reason));
+    }
+
+    /// Whether this node may take part in replication yet.
+    pub fn is_cleared(&self) -> bool {
+        self.cleared.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn clear(&self) {
+        self.cleared.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Resolves once [`Node::stop_with`] was called.
+    pub async fn stop_requested(&self) {
+        let mut stopped = self.stopped.subscribe();
+        // The sender lives as long as the node, which outlives this call.
+        let _ = stopped.wait_for(Option::is_some).await;
+    }
+
+    /// Why [`Node::stop_with`] was called, if it was.
+    pub fn stop_reason(&self) -> Option<String> {
+        self.stopped.borrow().clone()
     }
 
     /// The current leader and its URL, as far as this node knows.

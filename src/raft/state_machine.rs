@@ -14,7 +14,6 @@
 //! whole applied state. An install in progress is marked on disk and redone
 //! at start-up if a crash interrupted it.
 
-use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 
 use openraft::storage::RaftStateMachine;
@@ -23,7 +22,7 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use std::sync::Arc;
-use tokio::io::AsyncSeekExt;
+use tokio::io::AsyncWriteExt;
 
 use tokio::sync::watch;
 
@@ -40,6 +39,22 @@ type Meta = SnapshotMeta<NodeId, Node>;
 const CURRENT: &str = "current.snap";
 /// Present while an install replaces the state (see `install_snapshot`).
 const INSTALLING: &str = "installing";
+/// A snapshot being received from the leader.
+const RECEIVING: &str = "receiving.snap";
+
+/// Every node of `membership`, voters and learners.
+fn member_ids(membership: &Membership) -> std::collections::BTreeSet<u64> {
+    membership.membership().nodes().map(|(id, _)| *id).collect()
+}
+
+/// Whether `file` is the file at `path`.
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
 
 /// `last_applied` and the membership as the applied state records them.
 fn read_applied(store: &Store) -> Result<(Option<LogId>, Membership), StoreError> {
@@ -112,7 +127,8 @@ impl StateMachine {
                 (last_applied, membership) = read_applied(&store)?;
             }
         }
-        let applier = Applier::load(store.clone())?;
+        let mut applier = Applier::load(store.clone())?;
+        applier.set_members(member_ids(&membership));
         let index = last_applied.as_ref().map_or(0, |id: &LogId| id.index);
         let (applied, _) = watch::channel(index);
         let (clock, _) = watch::channel(applier.clock());
@@ -129,6 +145,99 @@ impl StateMachine {
     /// wall clock is behind must not stamp earlier than its predecessor.
     pub fn subscribe_clock(&self) -> watch::Receiver<u64> {
         self.clock.subscribe()
+    }
+
+    /// Applies `entries` in one batch (split where a command needs the
+    /// state committed before it).
+    fn apply_entries<I>(&mut self, entries: I) -> Result<Vec<Vec<Reply>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry>,
+    {
+        let mut batch = self.applier.begin();
+        let mut batched = 0;
+        let mut replies = Vec::new();
+        for entry in entries {
+            let committed_first =
+                matches!(&entry.payload, EntryPayload::Normal(c) if Applier::needs_committed_state(c));
+            if committed_first && batched > 0 {
+                self.commit(std::mem::replace(&mut batch, self.applier.begin()))?;
+                batched = 0;
+            }
+            batched += 1;
+            self.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => replies.push(Vec::new()),
+                EntryPayload::Normal(command) => {
+                    replies.push(self.applier.apply(&mut batch, &command).map_err(|e| sm_err(ErrorVerb::Write, e))?)
+                }
+                EntryPayload::Membership(membership) => {
+                    self.membership = Membership::new(Some(entry.log_id), membership);
+                    self.applier.members_changed(&mut batch, member_ids(&self.membership));
+                    replies.push(Vec::new());
+                }
+            }
+        }
+        self.commit(batch)?;
+        Ok(replies)
+    }
+
+    /// Installs the snapshot received in `data`.
+    async fn install(&mut self, meta: &Meta, mut data: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        let receiving = self.snapshot_dir.join(RECEIVING);
+        data.flush().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let mut data = data.into_std().await;
+        // openraft hands back the file `begin_receiving_snapshot` made; a
+        // snapshot handed over some other way is copied into it.
+        if !same_file(&data, &receiving) {
+            use std::io::Seek;
+            data.seek(std::io::SeekFrom::Start(0)).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            let mut out = std::fs::File::create(&receiving).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            std::io::copy(&mut data, &mut out).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            data = out;
+        }
+        durable::sync_data(&data).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        drop(data);
+        let header = snapshot::read_header(&receiving).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let sent: Meta = codec::decode(&header).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        if sent.snapshot_id != meta.snapshot_id {
+            let e = std::io::Error::other(format!(
+                "snapshot data is {} but meta says {}",
+                sent.snapshot_id, meta.snapshot_id
+            ));
+            return Err(snap_err(ErrorVerb::Read, e));
+        }
+        // The order makes every crash point recoverable: the marker says
+        // "install in progress" before anything changes, the new file is
+        // durable under its final name before the state is touched, and the
+        // marker goes only once the loaded state is checkpointed. A restart
+        // that finds the marker loads `current.snap` again (the old one if
+        // the rename did not survive: harmless, the log behind it is still
+        // there), and one that finds the state behind `current.snap` does too.
+        let dir = self.snapshot_dir.clone();
+        let marker = dir.join(INSTALLING);
+        std::fs::File::create(&marker)
+            .and_then(|f| durable::sync_all(&f))
+            .and_then(|()| durable::sync_dir(&dir))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        std::fs::rename(&receiving, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        durable::sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let (store, current) = (self.store.clone(), self.current_path());
+        // Loading is long, blocking I/O: keep it off the async workers that
+        // also carry heartbeats.
+        tokio::task::block_in_place(|| snapshot::load(&store, &current).and_then(|_| store.checkpoint()))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.applier.reload().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.applier.set_members(member_ids(&self.membership));
+        std::fs::remove_file(&marker)
+            .and_then(|()| durable::sync_dir(&dir))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tracing::info!(index = meta.last_log_id.map(|id| id.index), "snapshot installed");
+        self.hub.resync().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
+        self.clock.send_replace(self.applier.clock());
+        Ok(())
     }
 
     /// Writes `batch` with the Raft bookkeeping of the last entry applied
@@ -202,31 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = self.applier.begin();
-        let mut batched = 0;
-        let mut replies = Vec::new();
-        for entry in entries {
-            let committed_first =
-                matches!(&entry.payload, EntryPayload::Normal(c) if Applier::needs_committed_state(c));
-            if committed_first && batched > 0 {
-                self.commit(std::mem::replace(&mut batch, self.applier.begin()))?;
-                batched = 0;
-            }
-            batched += 1;
-            self.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => replies.push(Vec::new()),
-                EntryPayload::Normal(command) => {
-                    replies.push(self.applier.apply(&mut batch, &command).map_err(|e| sm_err(ErrorVerb::Write, e))?)
-                }
-                EntryPayload::Membership(membership) => {
-                    self.membership = Membership::new(Some(entry.log_id), membership);
-                    replies.push(Vec::new());
-                }
-            }
-        }
-        self.commit(batch)?;
-        Ok(replies)
+        self.apply_entries(entries).inspect_err(|_| self.store.distrust())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -236,61 +321,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        // An unnamed temporary file: nothing to clean up if the transfer
-        // is abandoned.
-        let file = tempfile::tempfile_in(&self.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        Ok(Box::new(tokio::fs::File::from_std(file)))
+        // Received in place under its own name, renamed into place once
+        // whole: no copy of a file that may hold the whole state. A new
+        // transfer starts the file over; one left by a crash is replaced.
+        let receiving = self.snapshot_dir.join(RECEIVING);
+        let file = tokio::fs::File::create(&receiving).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(file))
     }
 
-    async fn install_snapshot(&mut self, meta: &Meta, mut data: Box<tokio::fs::File>) -> Result<(), StorageError> {
-        let receiving = self.snapshot_dir.join("receiving.snap");
-        {
-            data.seek(SeekFrom::Start(0)).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
-            let mut out = tokio::fs::File::create(&receiving).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            tokio::io::copy(&mut *data, &mut out).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            let out = out.into_std().await;
-            durable::sync_data(&out).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        }
-        let header = snapshot::read_header(&receiving).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let sent: Meta = codec::decode(&header).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        if sent.snapshot_id != meta.snapshot_id {
-            let e = std::io::Error::other(format!(
-                "snapshot data is {} but meta says {}",
-                sent.snapshot_id, meta.snapshot_id
-            ));
-            return Err(snap_err(ErrorVerb::Read, e));
-        }
-        // The order makes every crash point recoverable: the marker says
-        // "install in progress" before anything changes, the new file is
-        // durable under its final name before the state is touched, and the
-        // marker goes only once the loaded state is checkpointed. A restart
-        // that finds the marker loads `current.snap` again (the old one if
-        // the rename did not survive: harmless, the log behind it is still
-        // there), and one that finds the state behind `current.snap` does too.
-        let dir = self.snapshot_dir.clone();
-        let marker = dir.join(INSTALLING);
-        std::fs::File::create(&marker)
-            .and_then(|f| durable::sync_all(&f))
-            .and_then(|()| durable::sync_dir(&dir))
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        std::fs::rename(&receiving, self.current_path()).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        durable::sync_dir(&dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let (store, current) = (self.store.clone(), self.current_path());
-        // Loading is long, blocking I/O: keep it off the async workers that
-        // also carry heartbeats.
-        tokio::task::block_in_place(|| snapshot::load(&store, &current).and_then(|_| store.checkpoint()))
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.applier.reload().map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        self.last_applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
-        std::fs::remove_file(&marker)
-            .and_then(|()| durable::sync_dir(&dir))
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        tracing::info!(index = meta.last_log_id.map(|id| id.index), "snapshot installed");
-        self.hub.resync().map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        self.applied.send_replace(self.last_applied.as_ref().map_or(0, |id| id.index));
-        self.clock.send_replace(self.applier.clock());
-        Ok(())
+    async fn install_snapshot(&mut self, meta: &Meta, data: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        self.install(meta, data).await.inspect_err(|_| self.store.distrust())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -331,7 +371,7 @@ mod tests {
     }
 
     fn open(dir: &Path, db: &str) -> StateMachine {
-        let db = Database::open(&dir.join(db).join(database::DIR), 8 << 20).unwrap();
+        let db = Database::open(&dir.join(db).join(database::DIR), 8 << 20, false).unwrap();
         let store = Store::open(Arc::new(db)).unwrap();
         let hub = Hub::new(store.clone(), 8);
         StateMachine::open(store, &dir.join("snapshot"), hub).unwrap()

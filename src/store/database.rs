@@ -13,6 +13,13 @@
 //! `last_applied`. The state must be durable only at the points where the log
 //! behind it is about to be dropped (building or installing a snapshot),
 //! which is where the state machine checkpoints.
+//!
+//! sled is consistent after a crash, not after a failed write: once a write
+//! fails (a full disk), what it recovers may miss part of a batch while
+//! keeping later ones. So the database is trusted only while a marker file
+//! next to it exists; the first failed write removes it (removing a file
+//! works on a full disk), and a database found without its marker is
+//! dropped at the next start and rebuilt from the snapshot and the log.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -29,6 +36,11 @@ pub const WRITE_EVERY: Duration = Duration::from_secs(1);
 /// sled's database directory inside a node's data directory.
 pub const DIR: &str = "db";
 
+/// The file whose presence says the database in `dir` can be trusted.
+fn trust_marker(dir: &Path) -> PathBuf {
+    dir.with_extension("trusted")
+}
+
 /// The applied state's sled database.
 pub struct Database {
     db: sled::Db,
@@ -42,14 +54,47 @@ pub struct Database {
 
 impl Database {
     /// Opens (or creates) the database in `dir`, with a page cache of
-    /// `cache_bytes`, and makes the files sled created durable.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+    /// `cache_bytes`, and makes the files sled created durable. A database
+    /// without its trust marker is dropped first (it is rebuilt from the
+    /// snapshot and the log), unless `trust_unmarked`: a data directory of a
+    /// version before markers.
+    pub fn open(dir: &Path, cache_bytes: u64, trust_unmarked: bool) -> Result<Self, StoreError> {
+        let marker = trust_marker(dir);
+        if dir.exists() && !marker.exists() && !trust_unmarked {
+            tracing::warn!(
+                "the applied state in {} was left behind by a failed write; rebuilding it from the snapshot and the log",
+                dir.display()
+            );
+            std::fs::remove_dir_all(dir)?;
+        }
         durable::create_dir_all(dir)?;
         let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(None).open()?;
         let main_file = File::open(dir.join("db"))?;
         let database = Self { db, dir: dir.to_owned(), main_file, synced_blobs: Mutex::new(None) };
         database.sync_files()?;
+        if !marker.exists() {
+            durable::replace_file(&marker, b"")?;
+        }
         Ok(database)
+    }
+
+    /// Marks the database as not to be trusted after a restart: a write to
+    /// it failed. Best effort (a failure is logged): the caller is failing
+    /// already.
+    pub fn distrust(&self) {
+        let marker = trust_marker(&self.dir);
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {
+                tracing::error!("a write to the applied state failed: it will be rebuilt at the next start");
+                if let Some(parent) = marker.parent() {
+                    if let Err(e) = durable::sync_dir(parent) {
+                        tracing::warn!("syncing {}: {e}", parent.display());
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::error!("cannot remove {}: {e}; remove it by hand before restarting", marker.display()),
+        }
     }
 
     /// The sled handle.
@@ -60,16 +105,20 @@ impl Database {
     /// Writes sled's buffers to the page cache without syncing: what a
     /// process crash would otherwise lose, cheaply.
     pub fn write_out(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.db.flush().map(drop).map_err(|e| self.failed(e.into()))
+    }
+
+    fn failed(&self, e: StoreError) -> StoreError {
+        self.distrust();
+        e
     }
 
     /// Makes everything written so far durable. Nothing may write to the
     /// database meanwhile (the caller makes sure): a value written after the
     /// blobs were synced could point to a blob that was not.
     pub(super) fn checkpoint(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.sync_files()
+        self.db.flush().map_err(|e| self.failed(e.into()))?;
+        self.sync_files().map_err(|e| self.failed(e))
     }
 
     /// Syncs blob files not synced yet, the blob directory, the main file
@@ -100,5 +149,45 @@ impl Database {
         durable::sync_dir(&self.dir)?;
         *synced = newest;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holds(db: &Database, key: &[u8]) -> bool {
+        db.sled().get(key).expect("read").is_some()
+    }
+
+    #[test]
+    fn a_database_distrusted_after_a_failed_write_is_dropped_at_the_next_open() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join(DIR);
+        let db = Database::open(&path, 1 << 20, false).unwrap();
+        db.sled().insert(b"k", b"v".as_slice()).unwrap();
+        db.checkpoint().unwrap();
+        drop(db);
+        let db = Database::open(&path, 1 << 20, false).unwrap();
+        assert!(holds(&db, b"k"), "a trusted database is kept");
+        db.distrust();
+        drop(db);
+        let db = Database::open(&path, 1 << 20, false).unwrap();
+        assert!(!holds(&db, b"k"), "a distrusted database starts empty");
+    }
+
+    #[test]
+    fn a_database_from_before_markers_is_trusted_once_and_marked() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join(DIR);
+        let db = Database::open(&path, 1 << 20, false).unwrap();
+        db.sled().insert(b"k", b"v".as_slice()).unwrap();
+        db.checkpoint().unwrap();
+        drop(db);
+        std::fs::remove_file(trust_marker(&path)).unwrap();
+        let db = Database::open(&path, 1 << 20, true).unwrap();
+        assert!(holds(&db, b"k"), "kept when the directory predates markers");
+        drop(db);
+        assert!(trust_marker(&path).exists(), "and marked from then on");
     }
 }

@@ -12,6 +12,7 @@
 //! | `w:`   | expiry (BE u64), KV key     | () — keys by expiry    |
 //! | `i:`   | room id (BE u64), event id  | `DedupEntry`           |
 //! | `j:`   | timestamp (BE u64), room id, event id | () — dedup entries by age |
+//! | `n:`   | node id (BE u64)            | the node's incarnation (its data directory's id) |
 
 /// `m:` The next internal room id.
 pub(crate) const NEXT_ROOM_ID: &[u8] = b"m:next_room_id";
@@ -21,6 +22,14 @@ pub(crate) const LAST_APPLIED: &[u8] = b"m:last_applied";
 pub(crate) const MEMBERSHIP: &[u8] = b"m:membership";
 /// `m:` The latest command timestamp applied.
 pub(crate) const CLOCK: &[u8] = b"m:clock";
+/// `m:` The cluster's id, set once.
+pub(crate) const CLUSTER: &[u8] = b"m:cluster";
+pub(crate) const INCARNATION_PREFIX: &[u8] = b"n:";
+
+/// `n:` node id (BE u64) → the incarnation the cluster knows it by.
+pub(crate) fn incarnation(node: u64) -> Vec<u8> {
+    [INCARNATION_PREFIX, &node.to_be_bytes()].concat()
+}
 pub(crate) const ROOM_PREFIX: &[u8] = b"r:";
 pub(crate) const GENERATION_PREFIX: &[u8] = b"g:";
 pub(crate) const TOMBSTONE_PREFIX: &[u8] = b"x";
@@ -134,13 +143,21 @@ mod tests {
     #[test]
     fn prefixes_do_not_collide() {
         // Rooms, generations, KV, dedup and metadata live in one tree.
-        let samples = [room("a"), generation("a"), kv("a"), dedup(1, "a"), kv_expiry(1, "a"), LAST_APPLIED.to_vec()];
+        let samples = [
+            room("a"),
+            generation("a"),
+            kv("a"),
+            dedup(1, "a"),
+            kv_expiry(1, "a"),
+            LAST_APPLIED.to_vec(),
+            incarnation(1),
+        ];
         for (i, a) in samples.iter().enumerate() {
             for b in &samples[i + 1..] {
                 assert_ne!(a[..2], b[..2], "{a:?} and {b:?} share a prefix");
             }
         }
-        assert!([NEXT_ROOM_ID, LAST_APPLIED, MEMBERSHIP, CLOCK].iter().all(|k| k.starts_with(b"m:")));
+        assert!([NEXT_ROOM_ID, LAST_APPLIED, MEMBERSHIP, CLOCK, CLUSTER].iter().all(|k| k.starts_with(b"m:")));
         assert!(room("a").starts_with(ROOM_PREFIX));
         assert!(kv_expiry(1, "k").starts_with(KV_EXPIRY_PREFIX));
     }

@@ -145,6 +145,12 @@ impl Store {
         self.gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Marks the state as not to be trusted after a restart (a write to it
+    /// failed): the next start rebuilds it from the snapshot and the log.
+    pub fn distrust(&self) {
+        self.db.distrust();
+    }
+
     /// Makes the applied state durable as it is now. Readers wait
     /// meanwhile (even a sled read can write: it may consolidate a page);
     /// the caller is the state machine between two applies, or a node whose
@@ -238,6 +244,38 @@ impl Store {
         Ok(entry.is_live(now).then_some(entry.value))
     }
 
+    /// What the applied state takes on disk (sled's estimate).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.sled().size_on_disk().unwrap_or(0)
+    }
+
+    /// The cluster's id, once the cluster named itself.
+    pub fn cluster_id(&self) -> Result<Option<String>, StoreError> {
+        let _reading = self.reading();
+        Ok(self.tree.get(keys::CLUSTER)?.map(|b| codec::decode(&b)).transpose()?)
+    }
+
+    /// The incarnation the cluster knows `node` by, if recorded.
+    pub fn incarnation(&self, node: u64) -> Result<Option<String>, StoreError> {
+        let _reading = self.reading();
+        Ok(self.tree.get(keys::incarnation(node))?.map(|b| codec::decode(&b)).transpose()?)
+    }
+
+    /// Whether an `Expire` stamped `now` would remove anything: a KV key
+    /// past its TTL, or a dedup entry older than `dedup_window_ms`. Lets an
+    /// idle leader propose nothing.
+    pub fn expiry_due(&self, now: u64, dedup_window_ms: u64) -> Result<bool, StoreError> {
+        let _reading = self.reading();
+        let first = |prefix: &[u8]| -> Result<Option<u64>, StoreError> {
+            let Some(item) = self.tree.scan_prefix(prefix).next() else { return Ok(None) };
+            let (key, _) = item?;
+            Ok(keys::split_expiry(&key).map(|(at, _)| at))
+        };
+        let kv_due = first(keys::KV_EXPIRY_PREFIX)?.is_some_and(|at| at <= now);
+        let dedup_due = first(keys::DEDUP_EXPIRY_PREFIX)?.is_some_and(|at| at.saturating_add(dedup_window_ms) <= now);
+        Ok(kv_due || dedup_due)
+    }
+
     pub(crate) fn tree(&self) -> &sled::Tree {
         &self.tree
     }
@@ -246,7 +284,7 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn scratch() -> (tempfile::TempDir, Store) {
         let dir = tempfile::TempDir::new().expect("temporary directory");
-        let db = Database::open(&dir.path().join(database::DIR), 16 << 20).expect("open sled");
+        let db = Database::open(&dir.path().join(database::DIR), 16 << 20, false).expect("open sled");
         let store = Store::open(Arc::new(db)).expect("open store");
         (dir, store)
     }

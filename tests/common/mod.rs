@@ -74,6 +74,11 @@ impl NodeProc {
         self.process.add_args(more);
     }
 
+    /// How it ended, if it exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.exited()
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
     }
@@ -103,6 +108,16 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes with `--peers` listing all of them.
     pub fn start(n: usize, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::configure(n, extra_args);
+        for node in &mut cluster.nodes {
+            node.start();
+        }
+        cluster
+    }
+
+    /// Like [`Cluster::start`], without starting the nodes (to prepare
+    /// their data directories first).
+    pub fn configure(n: usize, extra_args: &[&str]) -> Cluster {
         // A test that failed while holding the lock poisons it; the lock
         // only orders tests, so the next one may go ahead.
         let turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -123,9 +138,6 @@ impl Cluster {
             args.extend(cluster.extra_args.clone());
             let node = cluster.make_node(id, *port, args);
             cluster.nodes.push(node);
-        }
-        for node in &mut cluster.nodes {
-            node.start();
         }
         cluster
     }

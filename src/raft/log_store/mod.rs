@@ -44,6 +44,11 @@ pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// The directory of the log inside a node's data directory.
 pub const DIR: &str = "raft-log";
 
+/// Most bytes of entries one append RPC carries (at least one entry,
+/// whatever it weighs): openraft gives an append one heartbeat interval to
+/// be sent, written and synced by the follower.
+pub const MAX_APPEND_BYTES: u64 = 2 * 1024 * 1024;
+
 /// The Raft log of one node. Cloning shares it.
 #[derive(Clone)]
 pub struct LogStore {
@@ -97,6 +102,12 @@ impl LogStore {
         Self::open(&dir)
     }
 
+    /// Bytes of the entries the log holds (what a snapshot would let it
+    /// drop).
+    pub fn live_bytes(&self) -> u64 {
+        self.state().log.live_bytes()
+    }
+
     /// A poisoned lock means a panic while the log was being changed; the
     /// files are still the truth, so carry on with what is there.
     fn state(&self) -> MutexGuard<'_, State> {
@@ -148,6 +159,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // Locate under the lock, read without it: replication and apply
         // read while the raft core appends.
         let chunks = self.state().log.locate(start..end);
+        let records = segments::read_chunks(chunks).map_err(|e| log_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        decode_all(records).map_err(|e| log_err(ErrorSubject::Logs, ErrorVerb::Read, e))
+    }
+
+    /// What replication sends in one append: a prefix of `start..end` of at
+    /// most [`MAX_APPEND_BYTES`] (at least one entry), so that a large
+    /// backlog travels in appends that each fit a heartbeat interval.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let chunks = self.state().log.locate_within(start..end, MAX_APPEND_BYTES);
         let records = segments::read_chunks(chunks).map_err(|e| log_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         decode_all(records).map_err(|e| log_err(ErrorSubject::Logs, ErrorVerb::Read, e))
     }

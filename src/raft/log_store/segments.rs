@@ -415,11 +415,32 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// Bytes of the records that can be read (from the first readable
+    /// index to the end).
+    pub fn live_bytes(&self) -> u64 {
+        let Some(head) = self.segments.first() else { return 0 };
+        let skipped = if self.first_index > head.first && self.first_index < head.end() {
+            head.byte_range(self.first_index, head.end()).start
+        } else {
+            0
+        };
+        self.segments.iter().map(|s| s.len).sum::<u64>() - skipped
+    }
+
     /// Where the records `range` (clamped to what the log holds) lie, to be
     /// read with [`read_chunks`] without holding the log.
     pub fn locate(&self, range: Range<u64>) -> Vec<Chunk> {
+        self.locate_within(range, u64::MAX)
+    }
+
+    /// Like [`SegmentLog::locate`], but only the first records of `range`
+    /// that together hold at most `budget` bytes (always at least one).
+    pub fn locate_within(&self, range: Range<u64>, budget: u64) -> Vec<Chunk> {
         let start = range.start.max(self.first_index);
-        let end = range.end.min(self.next_index);
+        let mut end = range.end.min(self.next_index);
+        if budget < u64::MAX && start < end {
+            end = self.end_within(start, end, budget);
+        }
         let mut chunks = Vec::new();
         if start >= end {
             return chunks;
@@ -442,6 +463,29 @@ impl SegmentLog {
             k += 1;
         }
         chunks
+    }
+}
+
+impl SegmentLog {
+    /// The end of the longest run of records from `start` (before `end`)
+    /// whose bytes fit in `budget`, at least one record long.
+    fn end_within(&self, start: u64, end: u64, budget: u64) -> u64 {
+        let mut k = self.segments.partition_point(|s| s.first <= start).saturating_sub(1);
+        let mut index = start;
+        let mut used = 0u64;
+        while index < end && k < self.segments.len() {
+            let segment = &self.segments[k];
+            while index < end && index < segment.end() {
+                let bytes = segment.byte_range(index, index + 1);
+                used += bytes.end - bytes.start;
+                if used > budget && index > start {
+                    return index;
+                }
+                index += 1;
+            }
+            k += 1;
+        }
+        index
     }
 }
 
@@ -641,6 +685,33 @@ mod tests {
         let (log, recovery) = open(dir.path(), Some(30));
         assert!(recovery.purged_files > 0);
         assert_eq!(read_all(&log), records(31..40));
+    }
+
+    #[test]
+    fn a_limited_read_stops_at_its_byte_budget_but_returns_at_least_one_record() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut log, _) = open(dir.path(), None);
+        let big: Vec<(u64, Vec<u8>)> = (0..10).map(|i| (i, vec![i as u8; 100])).collect();
+        log.append(&big).unwrap();
+        // Each record is 116 bytes with its header.
+        let three = read_chunks(log.locate_within(2..10, 350)).unwrap();
+        assert_eq!(three.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![2, 3, 4]);
+        let one = read_chunks(log.locate_within(5..10, 1)).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(read_chunks(log.locate_within(0..10, u64::MAX - 1)).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn live_bytes_count_what_can_still_be_read() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (mut log, _) = open(dir.path(), None);
+        let records: Vec<(u64, Vec<u8>)> = (0..10).map(|i| (i, vec![0; 84])).collect();
+        log.append(&records).unwrap();
+        assert_eq!(log.live_bytes(), 10 * 100);
+        log.purge(3).unwrap();
+        assert_eq!(log.live_bytes(), 6 * 100);
+        log.truncate(8).unwrap();
+        assert_eq!(log.live_bytes(), 4 * 100);
     }
 
     #[test]

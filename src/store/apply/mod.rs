@@ -8,7 +8,7 @@
 //! atomically together with the Raft bookkeeping (`last_applied`, membership)
 //! that the caller adds to it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{keys, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent};
@@ -34,6 +34,10 @@ pub struct ApplyBatch {
     /// Timestamps of the events appended in this batch, by (room id,
     /// offset), for age-based retention.
     timestamps: HashMap<(u64, u64), u64>,
+    /// The cluster id set in this batch.
+    cluster: Option<String>,
+    /// Incarnations registered in this batch.
+    incarnations: HashMap<u64, String>,
 }
 
 /// What one committed apply changed in one room, for live subscribers.
@@ -80,6 +84,9 @@ pub struct Applier {
     /// The latest command timestamp applied: new leaders never propose
     /// earlier than this.
     clock: u64,
+    /// The members of the cluster (voters and learners), as the state
+    /// machine last applied them.
+    members: BTreeSet<u64>,
 }
 
 impl Applier {
@@ -106,7 +113,8 @@ impl Applier {
             Some(bytes) => codec::decode(&bytes)?,
             None => 0,
         };
-        let applier = Self { store, rooms, retired_generations, next_room_id, clock };
+        let members = BTreeSet::new();
+        let applier = Self { store, rooms, retired_generations, next_room_id, clock, members };
         applier.purge_deleted_rooms()?;
         Ok(applier)
     }
@@ -129,12 +137,29 @@ impl Applier {
             kv: HashMap::new(),
             dedup: HashMap::new(),
             timestamps: HashMap::new(),
+            cluster: None,
+            incarnations: HashMap::new(),
         }
     }
 
     /// The latest command timestamp applied (Unix ms, cluster time).
     pub fn clock(&self) -> u64 {
         self.clock
+    }
+
+    /// Tells the applier who the members are (after opening the state,
+    /// or a snapshot replaced it).
+    pub fn set_members(&mut self, members: BTreeSet<u64>) {
+        self.members = members;
+    }
+
+    /// A membership change was applied: the incarnations of nodes that
+    /// left are forgotten in `batch` (a node that rejoins registers anew).
+    pub fn members_changed(&mut self, batch: &mut ApplyBatch, members: BTreeSet<u64>) {
+        for gone in self.members.difference(&members) {
+            batch.batch.remove(keys::incarnation(*gone));
+        }
+        self.members = members;
     }
 
     /// Applies one command into `batch` and answers each of its requests.
@@ -156,6 +181,8 @@ impl Applier {
                 Request::KvDelete { key } => self.kv_delete(batch, key, command.timestamp_ms)?,
                 Request::Expire => self.expire(batch, command.timestamp_ms, command.dedup_window_ms)?,
                 Request::Trim => self.trim_aged(batch, command.timestamp_ms)?,
+                Request::Identify { cluster } => self.identify(batch, cluster)?,
+                Request::Register { node, incarnation } => self.register(batch, *node, incarnation)?,
             };
             replies.push(reply);
         }
@@ -386,6 +413,31 @@ impl Applier {
             batch.batch.remove(index_key);
         }
         Ok(Reply::Expired { removed })
+    }
+
+    fn identify(&mut self, batch: &mut ApplyBatch, cluster: &str) -> Result<Reply, StoreError> {
+        if let Some(pending) = &batch.cluster {
+            return Ok(Reply::Identified { cluster: pending.clone() });
+        }
+        if let Some(existing) = self.store.cluster_id()? {
+            return Ok(Reply::Identified { cluster: existing });
+        }
+        batch.batch.insert(keys::CLUSTER, codec::encode(cluster)?);
+        batch.cluster = Some(cluster.to_owned());
+        Ok(Reply::Identified { cluster: cluster.to_owned() })
+    }
+
+    fn register(&mut self, batch: &mut ApplyBatch, node: u64, incarnation: &str) -> Result<Reply, StoreError> {
+        let recorded = match batch.incarnations.get(&node) {
+            Some(pending) => Some(pending.clone()),
+            None => self.store.incarnation(node)?,
+        };
+        let accepted = self.members.contains(&node) && recorded.as_deref().is_none_or(|r| r == incarnation);
+        if accepted && recorded.is_none() {
+            batch.batch.insert(keys::incarnation(node), codec::encode(incarnation)?);
+            batch.incarnations.insert(node, incarnation.to_owned());
+        }
+        Ok(Reply::Registered { accepted })
     }
 
     /// Applies age retention to every room that has it, so that rooms

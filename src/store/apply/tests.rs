@@ -103,3 +103,36 @@ fn trim_ages_out_a_room_nobody_publishes_to() {
     let info = store.room("aged").unwrap().unwrap().info;
     assert_eq!((info.min_offset, info.next_offset), (3, 3));
 }
+
+#[test]
+fn expiry_is_due_exactly_when_an_expire_would_remove_something() {
+    let (_dir, store) = store();
+    let mut applier = Applier::load(store.clone()).unwrap();
+    let mut run = |c: Command| {
+        let mut batch = applier.begin();
+        let replies = applier.apply(&mut batch, &c).unwrap();
+        applier.commit(batch).unwrap();
+        replies
+    };
+    assert!(!store.expiry_due(u64::MAX, 0).unwrap(), "an empty store has nothing to expire");
+
+    let set = Request::KvSet { key: "k".into(), value: "v".into(), ttl_ms: Some(1_000), nx: false };
+    run(command(10_000, vec![set]));
+    assert!(!store.expiry_due(10_999, 120_000).unwrap());
+    assert!(store.expiry_due(11_000, 120_000).unwrap());
+    let replies = run(command(11_000, vec![Request::Expire]));
+    assert_eq!(replies, vec![Reply::Expired { removed: 1 }]);
+    assert!(!store.expiry_due(11_000, 120_000).unwrap(), "nothing left once expired");
+
+    let mut deduplicated = publish("r", 1);
+    if let Request::Publish { events, create_missing } = &mut deduplicated {
+        events[0].dedup = true;
+        *create_missing = true;
+    }
+    run(Command { timestamp_ms: 20_000, dedup_window_ms: 500, requests: vec![deduplicated] });
+    assert!(!store.expiry_due(20_499, 500).unwrap());
+    assert!(store.expiry_due(20_500, 500).unwrap());
+    let replies = run(Command { timestamp_ms: 20_500, dedup_window_ms: 500, requests: vec![Request::Expire] });
+    assert_eq!(replies, vec![Reply::Expired { removed: 1 }]);
+    assert!(!store.expiry_due(u64::MAX / 2, 500).unwrap());
+}
