@@ -142,16 +142,21 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        let ttl = option.hard_ttl();
+        // openraft drops an append that takes longer than the heartbeat
+        // interval and sends the same range again. Giving up a little
+        // earlier lets a batch too large for the link (or the follower's
+        // disk) come back as a hint to send fewer entries, instead of timing
+        // out forever.
+        let ttl = option.hard_ttl().mul_f64(0.9);
         let entries = rpc.entries.len() as u64;
+        let fewer = || RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2).max(1)));
         match self.call(Lane::Raft, "/raft/append", &rpc, ttl).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.remote(e)),
             // Tell openraft to send fewer entries at a time instead of
             // resending the same oversized batch forever.
-            Err(WireError::TooLarge) => {
-                Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2).max(1))))
-            }
+            Err(WireError::TooLarge) => Err(fewer()),
+            Err(WireError::Timeout) if entries > 1 => Err(fewer()),
             Err(e) => Err(self.rpc_error(RPCTypes::AppendEntries, ttl, e)),
         }
     }
