@@ -52,6 +52,13 @@ pub struct NewEvent {
     pub dedup: bool,
 }
 
+impl NewEvent {
+    /// Bytes of payload and metadata: what the request limits count.
+    pub fn payload_bytes(&self) -> usize {
+        self.data.len() + self.metadata.as_ref().map_or(0, String::len)
+    }
+}
+
 /// One client operation inside a [`Command`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {

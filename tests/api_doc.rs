@@ -97,13 +97,18 @@ async fn every_example_in_the_api_reference_answers_as_documented() {
     let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
     let examples = examples(&page);
     assert!(examples.len() >= 20, "found only {} examples in docs/api.md", examples.len());
+    // The examples run `synap` as a user would: this build's binary first
+    // on the PATH.
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_synap")).parent().expect("a directory").to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     for example in examples {
-        let (script, base) = (example.script.clone(), base.clone());
+        let (script, base, path) = (example.script.clone(), base.clone(), path.clone());
         let output = tokio::task::spawn_blocking(move || {
             Command::new("bash")
                 .args(["-c", &script])
                 .env("SYNAP", base)
                 .env("SYNAP_API_KEY", "secret-key")
+                .env("PATH", &path)
                 .output()
                 .expect("run bash")
         })

@@ -206,7 +206,7 @@ impl<'a> BatchBody<'a> {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let total: usize = events.iter().map(|e| e.data.len() + e.metadata.as_ref().map_or(0, String::len)).sum();
+        let total: usize = events.iter().map(NewEvent::payload_bytes).sum();
         if total > MAX_REQUEST_BYTES {
             return Err(ApiError::too_large(format!(
                 "the batch carries {total} bytes of events; the limit is {MAX_REQUEST_BYTES}: split it"

@@ -15,6 +15,7 @@ pub mod input;
 mod internal;
 mod kv;
 mod metrics;
+mod publish_ws;
 pub mod stream;
 mod subscribe;
 
@@ -94,6 +95,7 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
         .route("/stream/{room}/ws/{subscriber_id}", get(subscribe::ws_subscriber))
         .route("/stream/{room}/sse", get(subscribe::sse))
         .route("/stream/{room}/consume/{subscriber_id}", get(stream::consume))
+        .route("/publish/ws", get(publish_ws::publish_ws))
         .route("/api/v1/command", post(command::command))
         .route("/kv/set", post(kv::set_route))
         .route("/kv/get/{key}", get(kv::get_route))

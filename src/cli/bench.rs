@@ -77,6 +77,20 @@ struct PublishBench {
     /// Events per request: above 1, publishers use the batch endpoint.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// `http`: a request per publish (or batch); `ws`: each publisher keeps
+    /// `--inflight` publishes in flight on one WebSocket (`/publish/ws`).
+    #[arg(long, value_enum, default_value_t = Transport::Http)]
+    transport: Transport,
+    /// Publishes in flight per WebSocket publisher.
+    #[arg(long, default_value_t = 256)]
+    inflight: usize,
+}
+
+/// How `bench publish` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    Http,
+    Ws,
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
@@ -195,6 +209,9 @@ async fn publish(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
     if bench.urls.is_empty() || bench.publishers == 0 || bench.rooms == 0 {
         return Err("need at least one url, one publisher and one room".into());
     }
+    if bench.transport == Transport::Ws {
+        return publish_ws(bench, key).await;
+    }
     let http = http_client(key, bench.publishers)?;
     let event = format!(r#"{{"event":"bench.tick","data":{{"pad":"{}"}}}}"#, "x".repeat(bench.size));
     let batch = bench.batch.max(1);
@@ -241,12 +258,6 @@ async fn publish(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
     println!(
         "publish: {} publishers, {} B payload, {} per request, {:.1} s: {} events acknowledged ({:.0}/s), {} errors, request latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         bench.publishers,
@@ -256,8 +267,84 @@ async fn publish(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
         latencies.len() * batch,
         (latencies.len() * batch) as f64 / elapsed,
         errors,
-        pct(0.50) as f64 / 1000.0,
-        pct(0.99) as f64 / 1000.0,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
+    Ok(())
+}
+
+/// Publishers that each keep `--inflight` publishes in flight on one
+/// WebSocket; latency is from send to acknowledgement.
+async fn publish_ws(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
+    let inflight = bench.inflight.clamp(1, crate::client::MAX_IN_FLIGHT);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for p in 0..bench.publishers {
+        let client =
+            crate::client::Client::new(bench.urls[p % bench.urls.len()].as_str()).with_api_key(key.map(str::to_owned));
+        let mut stream = client.publish_stream().await.map_err(|e| e.to_string())?;
+        let room = format!("bench-{}", p % bench.rooms);
+        let pad = "x".repeat(bench.size);
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut sent_at = std::collections::VecDeque::new();
+            let mut seq = 0u64;
+            loop {
+                while !stop.load(Ordering::Relaxed) && sent_at.len() < inflight {
+                    let frame =
+                        format!(r#"{{"seq":{seq},"room":"{room}","event":"bench.tick","data":{{"pad":"{pad}"}}}}"#);
+                    if stream.send_raw(frame).await.is_err() {
+                        return (latencies, errors + sent_at.len() as u64);
+                    }
+                    sent_at.push_back((seq, Instant::now()));
+                    seq += 1;
+                }
+                if sent_at.is_empty() {
+                    break;
+                }
+                match stream.recv().await {
+                    Some(Ok(ack)) => {
+                        // Acknowledgements of one room come in seq order.
+                        let position = sent_at.iter().position(|(s, _)| *s == ack.seq);
+                        let Some((_, at)) = position.and_then(|i| sent_at.remove(i)) else { continue };
+                        match ack.outcome {
+                            Ok(_) => latencies.push(at.elapsed().as_micros() as u64),
+                            Err(_) => errors += 1,
+                        }
+                    }
+                    _ => return (latencies, errors + sent_at.len() as u64),
+                }
+            }
+            let _ = stream.close().await;
+            (latencies, errors)
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(bench.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (l, e) = task.await.map_err(|e| e.to_string())?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    println!(
+        "publish (ws): {} publishers x {} in flight, {} B payload, {:.1} s: {} events acknowledged ({:.0}/s), {} errors, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        bench.publishers,
+        inflight,
+        bench.size,
+        elapsed,
+        latencies.len(),
+        latencies.len() as f64 / elapsed,
+        errors,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
     );
     Ok(())

@@ -42,6 +42,12 @@ pub struct PublishArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PublishStreamArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct TailArgs {
     /// Room to follow.
     room: String,
@@ -143,6 +149,77 @@ pub async fn publish(args: PublishArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     println!("{}", serde_json::to_string(&result).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+/// Publishes the events of standard input, one JSON object per line
+/// (`{"room","event","data","metadata"?,"id"?}`), over one WebSocket
+/// without waiting for each; a line without `seq` gets its line number.
+/// Prints every answer as it comes; fails if any publish was refused.
+pub async fn publish_stream(args: PublishStreamArgs) -> Result<(), String> {
+    use tokio::io::AsyncBufReadExt;
+
+    let stream = args.client.client().publish_stream().await.map_err(|e| e.to_string())?;
+    let (mut sender, mut receiver) = stream.split();
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::client::MAX_IN_FLIGHT));
+    let mut sending = {
+        let window = window.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            let mut sent = 0u64;
+            let mut number = 0u64;
+            while let Some(line) = lines.next_line().await.map_err(|e| format!("reading standard input: {e}"))? {
+                number += 1;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let mut frame: Value =
+                    serde_json::from_str(&line).map_err(|e| format!("line {number} is not JSON: {e}"))?;
+                let fields = frame.as_object_mut().ok_or_else(|| format!("line {number} is not a JSON object"))?;
+                fields.entry("seq").or_insert(Value::from(number));
+                let permit = window.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+                permit.forget();
+                sender.send_raw(frame.to_string()).await.map_err(|e| e.to_string())?;
+                sent += 1;
+            }
+            Ok::<_, String>((sender, sent))
+        })
+    };
+    // The stream is closed only after the last answer: the server sends
+    // nothing once it reads a close.
+    let (mut answered, mut refused) = (0u64, 0u64);
+    let mut finished: Option<(crate::client::PublishSender, u64)> = None;
+    loop {
+        if let Some((_, sent)) = &finished {
+            if answered >= *sent {
+                break;
+            }
+        }
+        tokio::select! {
+            done = &mut sending, if finished.is_none() => {
+                finished = Some(done.map_err(|e| e.to_string())??);
+            }
+            answer = receiver.recv() => {
+                let Some(answer) = answer else { break };
+                let ack = answer.map_err(|e| e.to_string())?;
+                window.add_permits(1);
+                answered += 1;
+                refused += u64::from(ack.outcome.is_err());
+                println!("{}", ack.to_frame());
+            }
+        }
+    }
+    let Some((mut sender, sent)) = finished else {
+        return Err("the server closed the stream before standard input ended".into());
+    };
+    // Best effort: every answer is in, so nothing is lost if the close fails.
+    let _ = sender.close().await;
+    if answered < sent {
+        return Err(format!("the connection closed with {} of {sent} publishes unanswered", sent - answered));
+    }
+    if refused > 0 {
+        return Err(format!("{refused} of {sent} publishes were refused"));
+    }
     Ok(())
 }
 

@@ -31,6 +31,9 @@ enum Command {
     Serve(ServeArgs),
     /// Publish one event.
     Publish(client_cmds::PublishArgs),
+    /// Publish the events of standard input (JSON lines) over one WebSocket,
+    /// pipelined; print each answer.
+    PublishStream(client_cmds::PublishStreamArgs),
     /// Print a room's events, one JSON object per line.
     History(client_cmds::HistoryArgs),
     /// Follow a room live, one JSON object per line; never exits on its own.
@@ -183,6 +186,7 @@ pub async fn run(cli: Cli) -> i32 {
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Publish(args) => client_cmds::publish(args).await,
+        Command::PublishStream(args) => client_cmds::publish_stream(args).await,
         Command::History(args) => client_cmds::history(args).await,
         Command::Tail(args) => client_cmds::tail(args).await,
         Command::Rooms(args) => client_cmds::rooms(args).await,

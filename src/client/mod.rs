@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+mod publish;
 mod subscribe;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::base_url::BaseUrl;
 use crate::node::cluster::ClusterStatus;
 pub use crate::protocol::{RoomStats, StartAt};
 
+pub use publish::{Landed, PublishAck, PublishReceiver, PublishSender, PublishStream, Refused, MAX_IN_FLIGHT};
 pub use subscribe::{Received, SubscribeOptions};
 
 /// What went wrong talking to a node.
@@ -124,6 +126,24 @@ impl Client {
     pub fn with_api_key(mut self, key: Option<String>) -> Self {
         self.api_key = key.filter(|k| !k.is_empty());
         self
+    }
+
+    /// A WebSocket handshake request for `path` on `base`, with the key.
+    fn websocket_request(
+        &self,
+        base: &BaseUrl,
+        path: &str,
+    ) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = base.websocket(path);
+        let mut request = url.as_str().into_client_request().map_err(|e| ClientError::Decode(e.to_string()))?;
+        if let Some(key) = &self.api_key {
+            let value = format!("Bearer {key}")
+                .parse()
+                .map_err(|_| ClientError::Decode("the API key is not a valid header value".into()))?;
+            request.headers_mut().insert("authorization", value);
+        }
+        Ok(request)
     }
 
     /// The node's base URL.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{Client, ClientError, Event};
@@ -72,14 +71,11 @@ impl Client {
                     query.append_pair("types", types);
                 }
             }
-            let url = url.as_str().trim_end_matches('?').to_owned();
-            let mut request = url.as_str().into_client_request().map_err(|e| ClientError::Decode(e.to_string()))?;
-            if let Some(key) = &self.api_key {
-                let value = format!("Bearer {key}")
-                    .parse()
-                    .map_err(|_| ClientError::Decode("the API key is not a valid header value".into()))?;
-                request.headers_mut().insert("authorization", value);
-            }
+            let path = match url.query() {
+                Some(query) if !query.is_empty() => format!("{}?{query}", url.path()),
+                _ => url.path().to_owned(),
+            };
+            let request = self.websocket_request(base, &path)?;
             let outcome =
                 match tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request)).await {
                     Ok(Ok((socket, _))) => {
