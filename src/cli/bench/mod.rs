@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use crate::base_url::BaseUrl;
 use clap::{Args, Subcommand};
 
+mod nats;
+
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -39,6 +41,9 @@ enum Scenario {
     /// One publisher at a fixed rate, many WebSocket subscribers spread over
     /// the nodes; measures publish-to-delivery latency.
     Fanout(FanoutBench),
+    /// The shapes of `publish` against a NATS JetStream stream, to compare
+    /// both systems with one load generator.
+    Nats(nats::NatsBench),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +102,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     match args.scenario {
         Scenario::Publish(bench) => publish(bench, args.api_key.as_deref()).await,
         Scenario::Fanout(bench) => fanout(bench, args.api_key.as_deref()).await,
+        Scenario::Nats(bench) => nats::run(bench).await,
     }
 }
 
