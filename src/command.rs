@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 /// commits an entry some member cannot apply.
 ///
 /// 1: rooms, publish, KV, `Expire`. 2: `Trim`. 3: `Identify`, `Register`.
-pub const PROTOCOL: u32 = 3;
+/// 4: `PackEvents` (and the chunked event format it switches on, which
+/// older versions cannot read).
+pub const PROTOCOL: u32 = 4;
 
 /// Most payload bytes one request may carry (a batch's events together):
 /// a request is never split across entries, and an entry must reach a
@@ -119,6 +121,11 @@ pub enum Request {
         /// Its data directory's id.
         incarnation: String,
     },
+    /// From this entry on, the events one request appends to a room are
+    /// stored together, as chunks, instead of one record each (protocol
+    /// 4). Proposed once, when every member speaks protocol 4; events
+    /// stored before stay as they are.
+    PackEvents,
 }
 
 /// One Raft entry's payload: requests of one or more clients, and the
@@ -231,6 +238,8 @@ pub enum Reply {
         /// The id.
         cluster: String,
     },
+    /// Answer to `PackEvents`.
+    Packed,
     /// Answer to `Register`: whether the incarnation was recorded.
     Registered {
         /// False if the node is not a member or has another incarnation

@@ -110,6 +110,11 @@ pub struct ClusterStatus {
     pub purged_index: Option<u64>,
     /// Every member, voters and learners.
     pub members: Vec<MemberStatus>,
+    /// Whether this node stores events in chunks (protocol 4, switched on
+    /// by the leader once every member speaks it): from then on no version
+    /// before protocol 4 may run as a member.
+    #[serde(default)]
+    pub packed: bool,
 }
 
 /// Opens the node's storage and starts Raft. Forming or joining a cluster
@@ -506,6 +511,7 @@ impl Node {
         ClusterStatus {
             id: self.id(),
             cluster: self.store.cluster_id().ok().flatten(),
+            packed: self.store.packed().unwrap_or(false),
             state: format!("{:?}", metrics.state),
             leader: metrics.current_leader,
             term: metrics.current_term,

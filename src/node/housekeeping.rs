@@ -12,9 +12,10 @@
 //! publishes to). Each entry also moves cluster time forward, which is what
 //! KV reads judge expiry by.
 //!
-//! `Trim` is protocol 2: it is proposed only once every member says it
-//! speaks it, so that a rolling upgrade never commits an entry an older
-//! member cannot apply.
+//! `Trim` is protocol 2, `Identify` and `Register` 3, `PackEvents` 4:
+//! each is proposed only once every member says it speaks it, so that a
+//! rolling upgrade never commits an entry an older member cannot apply (or
+//! state it cannot read: events stored packed).
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -86,6 +87,11 @@ pub async fn run(node: Weak<Node>) {
         }
         if members.all_speak(&node, 3).await {
             record_identities(&node).await;
+        }
+        if matches!(node.store.packed(), Ok(false)) && members.all_speak(&node, 4).await {
+            if let Err(e) = node.proposer.propose(Request::PackEvents).await {
+                tracing::debug!("pack proposal: {e}");
+            }
         }
     }
 }

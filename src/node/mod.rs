@@ -32,6 +32,11 @@ use crate::store::Store;
 use forward::{ForwardError, ForwardReply, Forwarder};
 use proposer::{Committed, ProposeError, Proposer};
 
+/// How long a forward still waits for a leader that was replaced while it
+/// held the request (see `Node::forward_while_leading`): about one election
+/// timeout, so a live old leader's answer, sent as it steps down, arrives.
+const REPLACED_LEADER_GRACE: Duration = Duration::from_secs(1);
+
 /// Settings of one node (`synap serve`).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -217,10 +222,14 @@ impl Node {
         }
     }
 
-    /// Forwards `request` to `leader`, but gives up as soon as this node
+    /// Forwards `request` to `leader`, but gives up soon after this node
     /// learns of another leader: a leader that was replaced (paused, cut
     /// off) may hold the request until the deadline, and its outcome is
-    /// unknown either way, so the client hears so now rather than later.
+    /// unknown either way, so the client hears so within
+    /// [`REPLACED_LEADER_GRACE`] rather than at the deadline. The grace is
+    /// for a replaced leader that is alive and answers: one removed from
+    /// the cluster on purpose commits what it proposed before the removal
+    /// and refuses the rest as not taken, both definite answers.
     async fn forward_while_leading(
         &self,
         leader: NodeId,
@@ -228,13 +237,19 @@ impl Node {
         request: &Request,
         remaining: Duration,
     ) -> Result<ForwardReply, ForwardError> {
-        let mut metrics = self.raft.metrics();
-        let replaced = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != leader));
-        tokio::select! {
-            reply = self.forwarder.forward(url, request, remaining) => reply,
-            _ = replaced => Err(ForwardError::Unknown(format!(
-                "node {leader} stopped leading while it held the request"
-            ))),
+        let forward = self.forwarder.forward(url, request, remaining);
+        tokio::pin!(forward);
+        {
+            let mut metrics = self.raft.metrics();
+            let replaced = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != leader));
+            tokio::select! {
+                reply = &mut forward => return reply,
+                _ = replaced => {}
+            }
+        }
+        match tokio::time::timeout(REPLACED_LEADER_GRACE, forward).await {
+            Ok(reply) => reply,
+            Err(_) => Err(ForwardError::Unknown(format!("node {leader} stopped leading while it held the request"))),
         }
     }
 

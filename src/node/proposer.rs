@@ -184,6 +184,7 @@ async fn run(
         let (batch, rest) = gather(first, |p| weight(&p.request), next);
         carried = rest;
         let (requests, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+        let (requests, shares) = merge_publishes(requests);
         // Only a refusal before submission proves the requests were not
         // taken. After it, openraft's ForwardToLeader can also mean "appended
         // here, then truncated", and with five or more voters such an entry
@@ -224,7 +225,8 @@ async fn run(
             };
             match replies {
                 Ok((log_index, replies)) => {
-                    for (waiter, reply) in waiters.into_iter().zip(replies) {
+                    for (waiter, share) in waiters.into_iter().zip(shares) {
+                        let Some(reply) = share.of(&replies) else { continue };
                         let _ = waiter.send(Ok(Committed { reply, log_index }));
                     }
                 }
@@ -236,6 +238,76 @@ async fn run(
             }
         });
     }
+}
+
+/// Which part of which merged request answers one client's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Share {
+    /// The merged request it went into.
+    request: usize,
+    /// For a publish: its events within the merged one.
+    events: Option<std::ops::Range<usize>>,
+}
+
+impl Share {
+    /// This client's answer among the merged requests' `replies`.
+    fn of(&self, replies: &[Reply]) -> Option<Reply> {
+        let reply = replies.get(self.request)?;
+        Some(match (reply, &self.events) {
+            (Reply::Published(all), Some(range)) => Reply::Published(all.get(range.clone())?.to_vec()),
+            (other, _) => other.clone(),
+        })
+    }
+}
+
+/// Merges the single-room publishes of one room into one request, so that
+/// the state machine stores their events together (one chunk instead of a
+/// record per event) — the shape of many clients publishing one event each.
+///
+/// The requests of one entry come from concurrent clients, so any order
+/// among them is a valid one, with two limits kept here: a client's own
+/// requests are never reordered (each waits for its answer before sending
+/// the next), and a publish never moves across a request that is not a
+/// single-room publish (a room deleted or re-created in between would see
+/// the event on the other side). Merged publishes stay all or nothing
+/// together: they target the same room with the same `create_missing`, so
+/// the state machine would accept or refuse each of them alike.
+fn merge_publishes(requests: Vec<Request>) -> (Vec<Request>, Vec<Share>) {
+    let mut merged: Vec<Request> = Vec::with_capacity(requests.len());
+    let mut shares = Vec::with_capacity(requests.len());
+    // Open merges since the last barrier: (room, create_missing) → index.
+    let mut open: std::collections::HashMap<(String, bool), usize> = std::collections::HashMap::new();
+    for request in requests {
+        let room = match &request {
+            Request::Publish { events, create_missing } => {
+                let room = events.first().map(|e| e.room.as_str());
+                room.filter(|r| events.iter().all(|e| e.room == *r)).map(|r| (r.to_owned(), *create_missing))
+            }
+            _ => None,
+        };
+        let Some(key) = room else {
+            open.clear();
+            shares.push(Share { request: merged.len(), events: None });
+            merged.push(request);
+            continue;
+        };
+        let Request::Publish { events, .. } = request else { unreachable!("only publishes have a room key") };
+        match open.get(&key).copied() {
+            Some(index) => {
+                let Request::Publish { events: into, .. } = &mut merged[index] else {
+                    unreachable!("open merges are publishes")
+                };
+                shares.push(Share { request: index, events: Some(into.len()..into.len() + events.len()) });
+                into.extend(events);
+            }
+            None => {
+                open.insert(key.clone(), merged.len());
+                shares.push(Share { request: merged.len(), events: Some(0..events.len()) });
+                merged.push(Request::Publish { events, create_missing: key.1 });
+            }
+        }
+    }
+    (merged, shares)
 }
 
 /// Unix milliseconds that never go backwards: not on this proposer when the
@@ -255,7 +327,7 @@ impl ClusterClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::NewEvent;
+    use crate::command::{NewEvent, Published};
 
     fn publish(data_bytes: usize, metadata_bytes: usize) -> Request {
         let event = NewEvent {
@@ -303,6 +375,84 @@ mod tests {
         assert_eq!(batch, vec![MAX_BATCH_BYTES * 2]);
         assert_eq!(carried, None, "the bytes limit is met: nothing more is taken");
         assert_eq!(queue.next(), Some(1));
+    }
+
+    fn one(room: &str, id: &str) -> Request {
+        let event = NewEvent {
+            room: room.into(),
+            event_type: "t".into(),
+            data: "1".into(),
+            metadata: None,
+            id: id.into(),
+            dedup: true,
+        };
+        Request::Publish { events: vec![event], create_missing: true }
+    }
+
+    fn ids(request: &Request) -> Vec<&str> {
+        match request {
+            Request::Publish { events, .. } => events.iter().map(|e| e.id.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn publishes_to_one_room_merge_until_a_request_of_another_kind() {
+        let requests = vec![
+            one("a", "1"),
+            one("b", "2"),
+            one("a", "3"),
+            Request::DeleteRoom { room: "a".into() },
+            one("a", "4"),
+            one("b", "5"),
+            one("b", "6"),
+        ];
+        let (merged, shares) = merge_publishes(requests);
+        let merged_ids: Vec<Vec<&str>> = merged.iter().map(ids).collect();
+        assert_eq!(merged_ids, vec![vec!["1", "3"], vec!["2"], vec![], vec!["4"], vec!["5", "6"]]);
+        let at: Vec<(usize, Option<std::ops::Range<usize>>)> =
+            shares.iter().map(|s| (s.request, s.events.clone())).collect();
+        assert_eq!(
+            at,
+            vec![
+                (0, Some(0..1)),
+                (1, Some(0..1)),
+                (0, Some(1..2)),
+                (2, None),
+                (3, Some(0..1)),
+                (4, Some(0..1)),
+                (4, Some(1..2))
+            ]
+        );
+    }
+
+    #[test]
+    fn publishes_that_could_be_answered_differently_do_not_merge() {
+        let mut strict = one("a", "2");
+        if let Request::Publish { create_missing, .. } = &mut strict {
+            *create_missing = false;
+        }
+        let mut two_rooms = one("a", "3");
+        if let (Request::Publish { events, .. }, Request::Publish { events: other, .. }) =
+            (&mut two_rooms, one("b", "x"))
+        {
+            events.extend(other);
+        }
+        let (merged, _) = merge_publishes(vec![one("a", "1"), strict, two_rooms, one("a", "4")]);
+        let merged_ids: Vec<Vec<&str>> = merged.iter().map(ids).collect();
+        assert_eq!(merged_ids, vec![vec!["1"], vec!["2"], vec!["3", "x"], vec!["4"]]);
+    }
+
+    #[test]
+    fn each_client_gets_its_own_part_of_a_merged_answer() {
+        let landed = |offset| Published { room: "a".into(), offset, timestamp: 9, duplicate: false };
+        let replies = vec![Reply::Published(vec![landed(0), landed(1), landed(2)]), Reply::Deleted];
+        let second = Share { request: 0, events: Some(1..3) };
+        assert_eq!(second.of(&replies), Some(Reply::Published(vec![landed(1), landed(2)])));
+        assert_eq!(Share { request: 1, events: None }.of(&replies), Some(Reply::Deleted));
+        let refused = vec![Reply::Rejected(crate::command::Rejection::RoomNotFound("a".into()))];
+        assert_eq!(second.of(&refused), Some(refused[0].clone()), "a refusal is everyone's");
+        assert_eq!(Share { request: 3, events: None }.of(&replies), None);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! | `m:`   | a name                      | state-machine metadata |
 //! | `r:`   | room name                   | `RoomMeta`             |
 //! | `g:`   | room name                   | last generation of a deleted room |
-//! | `e`    | room id (BE u64), offset (BE u64) | `StoredEvent`    |
+//! | `e`    | room id (BE u64), offset (BE u64) | one `StoredEvent` (before packing) |
+//! | `e`    | room id (BE u64), first offset (BE u64), count (BE u32) | a chunk: `count` `StoredEvent`s from `first` on (packed) |
 //! | `x`    | room id (BE u64)            | deleted room whose events are still being removed |
 //! | `v:`   | KV key                      | `KvEntry`              |
 //! | `w:`   | expiry (BE u64), KV key     | () — keys by expiry    |
@@ -22,6 +23,8 @@ pub(crate) const LAST_APPLIED: &[u8] = b"m:last_applied";
 pub(crate) const MEMBERSHIP: &[u8] = b"m:membership";
 /// `m:` The latest command timestamp applied.
 pub(crate) const CLOCK: &[u8] = b"m:clock";
+/// `m:` Present once events are stored in chunks (protocol 4).
+pub(crate) const PACKED: &[u8] = b"m:packed";
 /// `m:` The cluster's id, set once.
 pub(crate) const CLUSTER: &[u8] = b"m:cluster";
 pub(crate) const INCARNATION_PREFIX: &[u8] = b"n:";
@@ -42,12 +45,35 @@ pub(crate) fn generation(name: &str) -> Vec<u8> {
     [GENERATION_PREFIX, name.as_bytes()].concat()
 }
 
+/// `e` key of one event stored alone (the format before packing), and the
+/// exclusive upper bound of a room's events below `offset` in both formats.
 pub(crate) fn event(room_id: u64, offset: u64) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[0] = b'e';
     key[1..9].copy_from_slice(&room_id.to_be_bytes());
     key[9..].copy_from_slice(&offset.to_be_bytes());
     key
+}
+
+/// `e` key of a chunk: `count` consecutive events from `first`. It sorts
+/// after any single-event key of the same offset, and before the next
+/// offset's keys, so both formats interleave in offset order.
+pub(crate) fn chunk(room_id: u64, first: u64, count: u32) -> [u8; 21] {
+    let mut key = [0u8; 21];
+    key[..17].copy_from_slice(&event(room_id, first));
+    key[17..].copy_from_slice(&count.to_be_bytes());
+    key
+}
+
+/// The first offset and the number of events under an `e` key of either
+/// format.
+pub(crate) fn events_span(key: &[u8]) -> Option<(u64, u64)> {
+    let first = u64::from_be_bytes(key.get(9..17)?.try_into().ok()?);
+    match key.len() {
+        17 => Some((first, 1)),
+        21 => Some((first, u64::from(u32::from_be_bytes(key[17..21].try_into().ok()?)))),
+        _ => None,
+    }
 }
 
 pub(crate) fn room_events(room_id: u64) -> [u8; 9] {
@@ -62,12 +88,6 @@ pub(crate) fn tombstone(room_id: u64) -> [u8; 9] {
     key[0] = TOMBSTONE_PREFIX[0];
     key[1..].copy_from_slice(&room_id.to_be_bytes());
     key
-}
-
-/// The offset part of an event key.
-pub(crate) fn event_offset(key: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(9..17)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
 }
 
 /// The room id of a tombstone key.
@@ -120,9 +140,22 @@ mod tests {
     }
 
     #[test]
+    fn chunks_sort_among_single_events_by_offset() {
+        let mut keys = [chunk(1, 5, 3).to_vec(), event(1, 8).to_vec(), event(1, 4).to_vec(), chunk(1, 9, 1).to_vec()];
+        keys.sort();
+        let spans: Vec<_> = keys.iter().map(|k| events_span(k).unwrap()).collect();
+        assert_eq!(spans, vec![(4, 1), (5, 3), (8, 1), (9, 1)]);
+        // A chunk starting at `end` is past the range `..event(room, end)`.
+        assert!(chunk(1, 9, 1).as_slice() > event(1, 9).as_slice());
+        assert!(chunk(1, 8, 7).as_slice() < event(1, 9).as_slice());
+        assert!(chunk(1, 5, u32::MAX).as_slice() < event(1, 6).as_slice());
+    }
+
+    #[test]
     fn offsets_and_room_ids_read_back_from_their_keys() {
-        assert_eq!(event_offset(&event(9, 1234)), Some(1234));
-        assert_eq!(event_offset(b"short"), None);
+        assert_eq!(events_span(&event(9, 1234)), Some((1234, 1)));
+        assert_eq!(events_span(&chunk(9, 1234, 70)), Some((1234, 70)));
+        assert_eq!(events_span(b"short"), None);
         assert_eq!(tombstone_room(&tombstone(77)), Some(77));
         assert_eq!(tombstone_room(b"x"), None);
     }

@@ -67,6 +67,12 @@ pub struct StoredEvent {
     pub id: String,
 }
 
+/// The events stored under an `e` key: one event alone (the format before
+/// packing) or a chunk.
+pub(crate) fn decode_events(key: &[u8], value: &[u8]) -> Result<Vec<StoredEvent>, StoreError> {
+    Ok(if key.len() == keys::event(0, 0).len() { vec![codec::decode(value)?] } else { codec::decode(value)? })
+}
+
 impl StoredEvent {
     /// Roughly what the event weighs in memory and on the wire.
     pub fn weight(&self) -> usize {
@@ -212,18 +218,30 @@ impl Store {
         let mut bytes = 0usize;
         let mut full = false;
         if from < end && limit > 0 {
-            let range = keys::event(room_id, from)..keys::event(room_id, end);
-            for item in self.tree.range(range) {
+            // Start at the key that holds `from`: a chunk may begin below it.
+            let holding = keys::room_events(room_id).to_vec()..=keys::chunk(room_id, from, u32::MAX).to_vec();
+            let start = match self.tree.range(holding).next_back().transpose()? {
+                Some((key, _)) if keys::events_span(&key).is_some_and(|(first, n)| first + n > from) => key.to_vec(),
+                _ => keys::event(room_id, from).to_vec(),
+            };
+            'keys: for item in self.tree.range(start..keys::event(room_id, end).to_vec()) {
                 let (key, value) = item?;
-                let Some(offset) = keys::event_offset(&key) else { continue };
-                next_offset = offset + 1;
-                let event: StoredEvent = codec::decode(&value)?;
-                if matches(&event.event_type) {
-                    bytes += event.weight();
-                    events.push(EventRecord { offset, event });
-                    if events.len() >= limit || bytes >= MAX_PAGE_BYTES {
-                        full = true;
-                        break;
+                let Some((first, _)) = keys::events_span(&key) else { continue };
+                for (offset, event) in (first..).zip(decode_events(&key, &value)?) {
+                    if offset < from {
+                        continue;
+                    }
+                    if offset >= end {
+                        break 'keys;
+                    }
+                    next_offset = offset + 1;
+                    if matches(&event.event_type) {
+                        bytes += event.weight();
+                        events.push(EventRecord { offset, event });
+                        if events.len() >= limit || bytes >= MAX_PAGE_BYTES {
+                            full = true;
+                            break 'keys;
+                        }
                     }
                 }
             }
@@ -247,6 +265,12 @@ impl Store {
     /// What the applied state takes on disk (sled's estimate).
     pub fn size_on_disk(&self) -> u64 {
         self.db.sled().size_on_disk().unwrap_or(0)
+    }
+
+    /// Whether events are stored in chunks yet (protocol 4).
+    pub fn packed(&self) -> Result<bool, StoreError> {
+        let _reading = self.reading();
+        Ok(self.tree.contains_key(keys::PACKED)?)
     }
 
     /// The cluster's id, once the cluster named itself.

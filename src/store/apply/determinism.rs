@@ -18,7 +18,9 @@ fn new_event() -> impl Strategy<Value = NewEvent> {
         |(room, id, with_metadata, n)| NewEvent {
             room: ROOMS[room].into(),
             event_type: "t".into(),
-            data: n.to_string(),
+            // Sizes from a few bytes to ~3 KiB, so that packed requests
+            // split into several chunks.
+            data: format!("\"{}\"", "x".repeat(n as usize * 3)),
             metadata: with_metadata.then(|| format!("{{\"n\":{n}}}")),
             // Without a client id the id is unique and never deduplicated.
             id: id.map_or_else(|| format!("generated-{n}"), |i| IDS[i].to_owned()),
@@ -37,7 +39,7 @@ fn request() -> impl Strategy<Value = Request> {
             }
         ),
         (0..ROOMS.len()).prop_map(|room| Request::DeleteRoom { room: ROOMS[room].into() }),
-        (prop::collection::vec(new_event(), 1..4), any::<bool>())
+        (prop::collection::vec(new_event(), 1..12), any::<bool>())
             .prop_map(|(events, create_missing)| Request::Publish { events, create_missing }),
         (0..KEYS.len(), 0u32..100, prop::option::of(1u64..3_000), any::<bool>()).prop_map(
             |(key, value, ttl_ms, nx)| {
@@ -47,6 +49,7 @@ fn request() -> impl Strategy<Value = Request> {
         (0..KEYS.len()).prop_map(|key| Request::KvDelete { key: KEYS[key].into() }),
         Just(Request::Expire),
         Just(Request::Trim),
+        Just(Request::PackEvents),
     ]
 }
 

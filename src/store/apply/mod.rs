@@ -8,7 +8,7 @@
 //! atomically together with the Raft bookkeeping (`last_applied`, membership)
 //! that the caller adds to it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{keys, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent};
@@ -18,6 +18,28 @@ use crate::command::{Command, NewEvent, Published, Rejection, Reply, Request, Ro
 /// Most expired keys (and, separately, dedup entries) one `Expire` removes;
 /// the leader proposes the next one soon after.
 const MAX_EXPIRE: usize = 10_000;
+
+/// Event bytes (as [`StoredEvent::weight`] counts them) a chunk takes before
+/// the next event starts a new one. sled splits a leaf past 16 keys and
+/// writes a leaf bigger than 128 KiB to a file of its own: 16 chunks of
+/// this size stay below that.
+const CHUNK_BYTES: usize = 6 * 1024;
+
+/// Events stored under one key, as an apply batch sees them.
+type Chunk = Arc<Vec<Arc<StoredEvent>>>;
+
+/// Where a run of stored events sits: its key, first offset and count.
+struct Span {
+    key: Vec<u8>,
+    first: u64,
+    count: u64,
+}
+
+impl Span {
+    fn end(&self) -> u64 {
+        self.first + self.count
+    }
+}
 
 /// Pending changes of one apply call.
 pub struct ApplyBatch {
@@ -31,9 +53,10 @@ pub struct ApplyBatch {
     /// Dedup records written in this batch (None = deleted), for the same
     /// reason as `kv`.
     dedup: HashMap<Vec<u8>, Option<DedupEntry>>,
-    /// Timestamps of the events appended in this batch, by (room id,
-    /// offset), for age-based retention.
-    timestamps: HashMap<(u64, u64), u64>,
+    /// Event records written in this batch (None = deleted), by (room id,
+    /// first offset), for retention: like `kv`, they cannot be read from
+    /// the tree before the batch commits.
+    chunks: BTreeMap<(u64, u64), Option<Chunk>>,
     /// The cluster id set in this batch.
     cluster: Option<String>,
     /// Incarnations registered in this batch.
@@ -68,6 +91,38 @@ impl ApplyBatch {
         tree.get(key)?.map(|bytes| codec::decode(&bytes)).transpose().map_err(Into::into)
     }
 
+    /// The stored run of `room_id`'s events that holds `offset`, as this
+    /// batch would leave it.
+    fn span_at(&self, tree: &sled::Tree, room_id: u64, offset: u64) -> Result<Option<Span>, StoreError> {
+        let pending = self.chunks.range(..=(room_id, offset)).next_back();
+        if let Some((&(room, first), Some(events))) = pending {
+            let count = events.len() as u64;
+            if room == room_id && first + count > offset {
+                return Ok(Some(Span { key: chunk_key(room_id, first, count), first, count }));
+            }
+        }
+        let holding = keys::room_events(room_id).to_vec()..=keys::chunk(room_id, offset, u32::MAX).to_vec();
+        let Some((key, _)) = tree.range(holding).next_back().transpose()? else { return Ok(None) };
+        let Some((first, count)) = keys::events_span(&key) else { return Ok(None) };
+        let deleted = matches!(self.chunks.get(&(room_id, first)), Some(None));
+        Ok((first + count > offset && !deleted).then(|| Span { key: key.to_vec(), first, count }))
+    }
+
+    /// The timestamps of the events in `span`.
+    fn timestamps(&self, tree: &sled::Tree, room_id: u64, span: &Span) -> Result<Vec<u64>, StoreError> {
+        if let Some(Some(events)) = self.chunks.get(&(room_id, span.first)) {
+            return Ok(events.iter().map(|e| e.timestamp).collect());
+        }
+        let Some(value) = tree.get(&span.key)? else { return Ok(Vec::new()) };
+        Ok(super::decode_events(&span.key, &value)?.iter().map(|e| e.timestamp).collect())
+    }
+
+    /// Deletes the events of `span`.
+    fn remove_span(&mut self, room_id: u64, span: &Span) {
+        self.batch.remove(span.key.as_slice());
+        self.chunks.insert((room_id, span.first), None);
+    }
+
     /// Adds a raw key/value (the caller's own bookkeeping) to the batch.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
         self.batch.insert(key, value);
@@ -87,6 +142,8 @@ pub struct Applier {
     /// The members of the cluster (voters and learners), as the state
     /// machine last applied them.
     members: BTreeSet<u64>,
+    /// Whether events are stored in chunks (`PackEvents` applied).
+    packed: bool,
 }
 
 impl Applier {
@@ -114,7 +171,8 @@ impl Applier {
             None => 0,
         };
         let members = BTreeSet::new();
-        let applier = Self { store, rooms, retired_generations, next_room_id, clock, members };
+        let packed = tree.contains_key(keys::PACKED)?;
+        let applier = Self { store, rooms, retired_generations, next_room_id, clock, members, packed };
         applier.purge_deleted_rooms()?;
         Ok(applier)
     }
@@ -136,7 +194,7 @@ impl Applier {
             appended: Vec::new(),
             kv: HashMap::new(),
             dedup: HashMap::new(),
-            timestamps: HashMap::new(),
+            chunks: BTreeMap::new(),
             cluster: None,
             incarnations: HashMap::new(),
         }
@@ -183,6 +241,13 @@ impl Applier {
                 Request::Trim => self.trim_aged(batch, command.timestamp_ms)?,
                 Request::Identify { cluster } => self.identify(batch, cluster)?,
                 Request::Register { node, incarnation } => self.register(batch, *node, incarnation)?,
+                Request::PackEvents => {
+                    if !self.packed {
+                        batch.batch.insert(keys::PACKED, Vec::new());
+                        self.packed = true;
+                    }
+                    Reply::Packed
+                }
             };
             replies.push(reply);
         }
@@ -296,6 +361,9 @@ impl Applier {
             }
         }
         let mut published = Vec::with_capacity(events.len());
+        // The events this request appends, per room (id, first offset):
+        // stored together once the request is done.
+        let mut runs: Vec<(u64, u64, Vec<Arc<StoredEvent>>)> = Vec::new();
         for new in events {
             if !self.rooms.contains_key(&new.room) {
                 self.new_room(batch, &new.room, RoomConfig::default(), now)?;
@@ -325,7 +393,10 @@ impl Applier {
                 timestamp,
                 id: new.id.clone(),
             });
-            batch.batch.insert(&keys::event(meta.id, offset), codec::encode(&*stored)?);
+            match runs.iter_mut().find(|(room_id, _, _)| *room_id == meta.id) {
+                Some((_, _, run)) => run.push(stored.clone()),
+                None => runs.push((meta.id, offset, vec![stored.clone()])),
+            }
             if let Some(key) = dedup_key {
                 let entry = DedupEntry { offset, timestamp };
                 batch.batch.insert(keys::dedup_expiry(timestamp, meta.id, &new.id), Vec::new());
@@ -334,10 +405,10 @@ impl Applier {
             }
             published.push(Published { room: new.room.clone(), offset, timestamp, duplicate: false });
             batch.touched.push(new.room.clone());
-            if meta.info.config.max_age_secs.is_some() {
-                batch.timestamps.insert((meta.id, offset), timestamp);
-            }
             batch.appended.push((new.room.clone(), offset, stored));
+        }
+        for (room_id, first, run) in runs {
+            self.store_events(batch, room_id, first, run)?;
         }
         let mut rooms: Vec<&str> = events.iter().map(|e| e.room.as_str()).collect();
         rooms.sort_unstable();
@@ -346,6 +417,42 @@ impl Applier {
             self.trim(batch, name, now)?;
         }
         Ok(Reply::Published(published))
+    }
+
+    /// Writes consecutive events of a room from offset `first`: packed,
+    /// as chunks of about [`CHUNK_BYTES`] (the split depends only on the
+    /// events, so every node stores the same chunks); otherwise one record
+    /// each.
+    fn store_events(
+        &mut self,
+        batch: &mut ApplyBatch,
+        room_id: u64,
+        first: u64,
+        events: Vec<Arc<StoredEvent>>,
+    ) -> Result<(), StoreError> {
+        let mut start = first;
+        let mut rest = events.as_slice();
+        while !rest.is_empty() {
+            let count = if self.packed {
+                let mut bytes = 0;
+                let fits = rest.iter().take_while(|e| {
+                    bytes += e.weight();
+                    bytes <= CHUNK_BYTES
+                });
+                fits.count().clamp(1, u32::MAX as usize)
+            } else {
+                1
+            };
+            let (chunk, after) = rest.split_at(count);
+            let key = chunk_key(room_id, start, count as u64);
+            // One event keeps the single-event format (see `chunk_key`).
+            let value = if count == 1 { codec::encode(&*chunk[0])? } else { codec::encode(chunk)? };
+            batch.batch.insert(key, value);
+            batch.chunks.insert((room_id, start), Some(Arc::new(chunk.to_vec())));
+            start += count as u64;
+            rest = after;
+        }
+        Ok(())
     }
 
     fn kv_set(
@@ -473,29 +580,33 @@ impl Applier {
         let before = info.min_offset;
         if let Some(max) = info.config.max_events {
             let keep_from = info.next_offset.saturating_sub(max);
+            // Whole records below the new start go; one that straddles it
+            // stays (reads skip what is below `min_offset`).
             while info.min_offset < keep_from {
-                batch.batch.remove(&keys::event(meta.id, info.min_offset));
-                info.min_offset += 1;
+                match batch.span_at(self.store.tree(), meta.id, info.min_offset)? {
+                    Some(span) if span.end() <= keep_from => {
+                        batch.remove_span(meta.id, &span);
+                        info.min_offset = span.end();
+                    }
+                    _ => info.min_offset = keep_from,
+                }
             }
         }
         if let Some(max_age) = info.config.max_age_secs {
             let cutoff = now.saturating_sub(max_age.saturating_mul(1000));
+            // Events of this same batch are not in the tree yet; how entries
+            // are grouped into batches differs between nodes, so the batch
+            // is asked first (`span_at`, `timestamps`).
             while info.min_offset < info.next_offset {
-                // Events of this same batch are not in the tree yet; how
-                // entries are grouped into batches differs between nodes, so
-                // looking only at the tree would trim differently.
-                let timestamp = match batch.timestamps.get(&(meta.id, info.min_offset)) {
-                    Some(timestamp) => *timestamp,
-                    None => match self.store.tree().get(keys::event(meta.id, info.min_offset))? {
-                        Some(bytes) => codec::decode::<StoredEvent>(&bytes)?.timestamp,
-                        None => break,
-                    },
-                };
-                if timestamp >= cutoff {
+                let Some(span) = batch.span_at(self.store.tree(), meta.id, info.min_offset)? else { break };
+                let timestamps = batch.timestamps(self.store.tree(), meta.id, &span)?;
+                let skip = (info.min_offset - span.first) as usize;
+                let old = timestamps.iter().skip(skip).take_while(|t| **t < cutoff).count() as u64;
+                info.min_offset += old;
+                if info.min_offset < span.end() {
                     break;
                 }
-                batch.batch.remove(&keys::event(meta.id, info.min_offset));
-                info.min_offset += 1;
+                batch.remove_span(meta.id, &span);
             }
         }
         let trimmed = meta.info.min_offset - before;
@@ -523,6 +634,17 @@ impl Applier {
             tree.apply_batch(removal)?;
         }
         Ok(())
+    }
+}
+
+/// The key of `count` events of a room from `first`: a single event keeps
+/// the key it had before packing.
+fn chunk_key(room_id: u64, first: u64, count: u64) -> Vec<u8> {
+    match u32::try_from(count) {
+        Ok(1) => keys::event(room_id, first).to_vec(),
+        Ok(count) => keys::chunk(room_id, first, count).to_vec(),
+        // A request holds far fewer events than u32::MAX.
+        Err(_) => keys::chunk(room_id, first, u32::MAX).to_vec(),
     }
 }
 

@@ -136,3 +136,77 @@ fn expiry_is_due_exactly_when_an_expire_would_remove_something() {
     assert_eq!(replies, vec![Reply::Expired { removed: 1 }]);
     assert!(!store.expiry_due(u64::MAX / 2, 500).unwrap());
 }
+
+/// `n` events of about 1 KiB each for `room`, numbered from `from`.
+fn publish_big(room: &str, from: usize, n: usize) -> Request {
+    let events = (from..from + n)
+        .map(|i| NewEvent {
+            room: room.into(),
+            event_type: "e".into(),
+            data: format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(1000)),
+            metadata: None,
+            id: format!("id-{i}"),
+            dedup: false,
+        })
+        .collect();
+    Request::Publish { events, create_missing: false }
+}
+
+/// The `e` records of a room: (first offset, count) each.
+fn records(store: &Store, room_id: u64) -> Vec<(u64, u64)> {
+    let keys = store.tree().scan_prefix(keys::room_events(room_id)).keys();
+    keys.map(|k| keys::events_span(&k.unwrap()).unwrap()).collect()
+}
+
+#[test]
+fn packed_events_read_back_like_single_ones_and_retention_drops_whole_chunks() {
+    let (_dir, store) = store();
+    let mut applier = Applier::load(store.clone()).unwrap();
+    let mut run = |c: Command| {
+        let mut batch = applier.begin();
+        let replies = applier.apply(&mut batch, &c).unwrap();
+        applier.commit(batch).unwrap();
+        replies
+    };
+    let open = RoomConfig::default();
+    let capped = RoomConfig { max_events: Some(10), max_age_secs: None };
+    run(command(1, vec![Request::CreateRoom { room: "open".into(), config: open, if_absent: false }]));
+    run(command(1, vec![Request::CreateRoom { room: "capped".into(), config: capped, if_absent: false }]));
+    for room in ["open", "capped"] {
+        run(command(2, vec![publish_big(room, 0, 5)]));
+    }
+    assert!(!store.packed().unwrap());
+    assert_eq!(run(command(3, vec![Request::PackEvents])), vec![Reply::Packed]);
+    assert!(store.packed().unwrap());
+    for room in ["open", "capped"] {
+        run(command(4, vec![publish_big(room, 5, 30), publish_big(room, 35, 3)]));
+    }
+
+    let open = store.room("open").unwrap().unwrap();
+    let spans = records(&store, open.id);
+    // Five single records, then chunks of the 30 and of the 3: contiguous.
+    assert_eq!(&spans[..5], &[(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)]);
+    assert!(spans.len() < 5 + 33 / 2, "the 33 packed events take a few records: {spans:?}");
+    assert!(spans.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0), "{spans:?}");
+    assert_eq!(spans.last().map(|(first, n)| first + n), Some(38));
+    let everything = store.read_range(open.id, 0, 38, 1_000, |_| true).unwrap();
+    let numbers: Vec<u64> = everything.events.iter().map(|e| e.offset).collect();
+    assert_eq!(numbers, (0..38).collect::<Vec<_>>());
+    for record in &everything.events {
+        assert!(record.event.data.starts_with(&format!("{{\"i\":{},", record.offset)), "offset {}", record.offset);
+    }
+    // A page that starts inside a chunk and ends inside another.
+    let middle = store.read_range(open.id, 7, 38, 4, |_| true).unwrap();
+    assert_eq!(middle.events.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+    assert_eq!(middle.next_offset, 11);
+
+    // Retention keeps the last 10 of 38: records wholly below 28 are gone,
+    // one straddling it stays, and reads start at 28.
+    let capped = store.room("capped").unwrap().unwrap();
+    assert_eq!((capped.info.min_offset, capped.info.next_offset), (28, 38));
+    let kept = records(&store, capped.id);
+    assert!(kept.iter().all(|(first, n)| first + n > 28), "{kept:?}");
+    assert!(kept.first().is_some_and(|(first, _)| *first <= 28), "{kept:?}");
+    let page = store.read(&capped, 0, 38, 1_000, |_| true).unwrap();
+    assert_eq!(page.events.iter().map(|e| e.offset).collect::<Vec<_>>(), (28..38).collect::<Vec<_>>());
+}
