@@ -136,12 +136,19 @@ impl Connection {
         }
     }
 
-    /// A request and its one reply (stream administration).
-    async fn request(&mut self, subject: &str, body: &str) -> Result<serde_json::Value, String> {
+    /// A request and its one reply (stream administration); `None` if no
+    /// reply came within two seconds (a cluster that just started drops
+    /// JetStream requests until it has a leader).
+    async fn request(&mut self, subject: &str, body: &str) -> Result<Option<serde_json::Value>, String> {
         self.publish(subject, 0, body.as_bytes()).await.map_err(|e| e.to_string())?;
         self.flush().await.map_err(|e| e.to_string())?;
-        let (_, reply) = self.next_reply().await?;
-        serde_json::from_slice(&reply).map_err(|e| format!("{subject} answered something that is not JSON: {e}"))
+        let Ok(reply) = tokio::time::timeout(Duration::from_secs(2), self.next_reply()).await else {
+            return Ok(None);
+        };
+        let (_, reply) = reply?;
+        serde_json::from_slice(&reply)
+            .map(Some)
+            .map_err(|e| format!("{subject} answered something that is not JSON: {e}"))
     }
 }
 
@@ -163,7 +170,11 @@ pub async fn run(bench: NatsBench) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let created = admin.request(&format!("$JS.API.STREAM.CREATE.{}", bench.stream), &config.to_string()).await?;
-        match created.get("error").filter(|e| e["err_code"] != 10058) {
+        let error = match &created {
+            Some(answer) => answer.get("error").filter(|e| e["err_code"] != 10058).cloned(),
+            None => Some(serde_json::Value::from("no answer")),
+        };
+        match error {
             None => break,
             Some(error) if Instant::now() > deadline => {
                 return Err(format!("creating stream {}: {error}", bench.stream));
