@@ -118,6 +118,28 @@ fn sent_micros(frame: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Lets the publisher `tasks` run for `seconds`, stops them, and gathers
+/// what they report: every acknowledgement's latency (µs, sorted) and the
+/// number of errors; with the seconds that took.
+async fn run_for(
+    seconds: u64,
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, u64)>>,
+) -> Result<(Vec<u64>, u64, f64), String> {
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (l, e) = task.await.map_err(|e| e.to_string())?;
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort_unstable();
+    Ok((latencies, errors, started.elapsed().as_secs_f64()))
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
     sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
@@ -227,7 +249,6 @@ async fn publish(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
         ("batch", format!(r#"{{"events":[{}]}}"#, vec![event; batch].join(",")))
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..bench.publishers {
         let url = bench.urls[p % bench.urls.len()].join(&format!("/stream/bench-{}/{endpoint}", p % bench.rooms));
@@ -253,17 +274,7 @@ async fn publish(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
             (latencies, errors)
         }));
     }
-    tokio::time::sleep(Duration::from_secs(bench.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (l, e) = task.await.map_err(|e| e.to_string())?;
-        latencies.extend(l);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
+    let (latencies, errors, elapsed) = run_for(bench.seconds, &stop, tasks).await?;
     println!(
         "publish: {} publishers, {} B payload, {} per request, {:.1} s: {} events acknowledged ({:.0}/s), {} errors, request latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         bench.publishers,
@@ -328,18 +339,7 @@ async fn publish_ws(bench: PublishBench, key: Option<&str>) -> Result<(), String
             (latencies, errors)
         }));
     }
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(bench.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (l, e) = task.await.map_err(|e| e.to_string())?;
-        latencies.extend(l);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
+    let (latencies, errors, elapsed) = run_for(bench.seconds, &stop, tasks).await?;
     println!(
         "publish (ws): {} publishers x {} in flight, {} B payload, {:.1} s: {} events acknowledged ({:.0}/s), {} errors, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         bench.publishers,

@@ -225,18 +225,7 @@ pub async fn run(bench: NatsBench) -> Result<(), String> {
             (latencies, errors)
         }));
     }
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(bench.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (l, e) = task.await.map_err(|e| e.to_string())?;
-        latencies.extend(l);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
+    let (latencies, errors, elapsed) = super::run_for(bench.seconds, &stop, tasks).await?;
     println!(
         "publish (nats): {} publishers x {} in flight, {} B payload, {:.1} s: {} messages acknowledged ({:.0}/s), {} errors, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         bench.publishers,
