@@ -16,8 +16,13 @@ use serde::{Deserialize, Serialize};
 ///
 /// 1: rooms, publish, KV, `Expire`. 2: `Trim`. 3: `Identify`, `Register`.
 /// 4: `PackEvents` (and the chunked event format it switches on, which
-/// older versions cannot read).
-pub const PROTOCOL: u32 = 4;
+/// older versions cannot read). 5: durable consumers (`PutConsumer`,
+/// `DeleteConsumer`, `Lease`, `Ack`, `Nak`).
+pub const PROTOCOL: u32 = 5;
+
+/// The protocol that durable consumers need: the API refuses consumer
+/// requests until every member speaks it.
+pub const CONSUMERS_PROTOCOL: u32 = 5;
 
 /// Most payload bytes one request may carry (a batch's events together):
 /// a request is never split across entries, and an entry must reach a
@@ -31,6 +36,36 @@ pub struct RoomConfig {
     pub max_events: Option<u64>,
     /// Drop events older than this many seconds.
     pub max_age_secs: Option<u64>,
+}
+
+/// Where a new durable consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerStart {
+    /// The lowest retained offset.
+    Earliest,
+    /// The room's next offset: only events published after creation.
+    Latest,
+    /// This offset (below the retained range counts the gap as missed).
+    Offset(u64),
+}
+
+/// Settings of a durable consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerConfig {
+    /// Where it starts (used when it is created only).
+    pub start: ConsumerStart,
+    /// Event-type filter text (`crate::filter`), if any: other events are
+    /// skipped, never delivered.
+    pub types: Option<String>,
+    /// How long a delivered message stays leased to its fetch.
+    pub ack_wait_ms: u64,
+    /// Deliveries of one message before it is dead-lettered (0: no limit).
+    pub max_deliver: u32,
+    /// Room that messages out of deliveries are published to; without
+    /// one they are dropped (and counted).
+    pub dead_letter: Option<String>,
+    /// Most messages delivered and not yet acked at once.
+    pub max_ack_pending: u32,
 }
 
 /// One event as a client submitted it, before it has an offset.
@@ -126,6 +161,71 @@ pub enum Request {
     /// 4). Proposed once, when every member speaks protocol 4; events
     /// stored before stay as they are.
     PackEvents,
+    /// Create a durable consumer of a room, or change the settings of an
+    /// existing one (its position stays) (protocol 5).
+    PutConsumer {
+        /// The room.
+        room: String,
+        /// The consumer's name, unique within the room.
+        name: String,
+        /// Its settings.
+        config: ConsumerConfig,
+        /// Create the room if it does not exist.
+        create_missing: bool,
+    },
+    /// Delete a durable consumer and its position (protocol 5).
+    DeleteConsumer {
+        /// The room.
+        room: String,
+        /// The consumer.
+        name: String,
+    },
+    /// Lease up to `max` messages to one fetch: expired leases first
+    /// (redeliveries, oldest offset first), then new matching events; and
+    /// dead-letter the expired messages out of deliveries (protocol 5).
+    Lease {
+        /// The room.
+        room: String,
+        /// The consumer.
+        name: String,
+        /// Most messages leased (0: only dead-letter what is due).
+        max: u32,
+    },
+    /// Mark messages done (protocol 5).
+    Ack {
+        /// The room.
+        room: String,
+        /// The consumer.
+        name: String,
+        /// Offsets of the messages.
+        offsets: Vec<u64>,
+    },
+    /// End the leases of messages early: deliverable again after `delay_ms`
+    /// (protocol 5).
+    Nak {
+        /// The room.
+        room: String,
+        /// The consumer.
+        name: String,
+        /// Offsets of the messages.
+        offsets: Vec<u64>,
+        /// How long until they may be delivered again.
+        delay_ms: u64,
+    },
+}
+
+impl Request {
+    /// Whether this request needs durable consumers (protocol 5).
+    pub fn is_consumer_request(&self) -> bool {
+        matches!(
+            self,
+            Request::PutConsumer { .. }
+                | Request::DeleteConsumer { .. }
+                | Request::Lease { .. }
+                | Request::Ack { .. }
+                | Request::Nak { .. }
+        )
+    }
 }
 
 /// One Raft entry's payload: requests of one or more clients, and the
@@ -194,6 +294,28 @@ pub enum Rejection {
     /// A request named a room that does not exist.
     #[error("room '{0}' does not exist")]
     RoomNotFound(String),
+    /// A request named a consumer that does not exist: (room, name).
+    #[error("room '{0}' has no consumer '{1}'")]
+    ConsumerNotFound(String, String),
+}
+
+/// One message leased by [`Request::Lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The event's offset.
+    pub offset: u64,
+    /// How many times it has been delivered, this time included.
+    pub delivery: u32,
+}
+
+/// Offsets a consumer passed without delivering: trimmed by retention
+/// before they were done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// First offset missed.
+    pub from: u64,
+    /// One past the last offset missed.
+    pub to: u64,
 }
 
 /// The outcome of one [`Request`].
@@ -245,5 +367,26 @@ pub enum Reply {
         /// False if the node is not a member or has another incarnation
         /// recorded.
         accepted: bool,
+    },
+    /// Answer to `PutConsumer`.
+    Consumer {
+        /// False when it existed (its settings were replaced).
+        created: bool,
+    },
+    /// Answer to `DeleteConsumer`.
+    ConsumerDeleted,
+    /// Answer to `Lease`: the messages leased, in the order to process
+    /// them, and what retention took before it could be delivered.
+    Leased {
+        /// The leases.
+        messages: Vec<Lease>,
+        /// Offsets missed since the last lease.
+        missed: Vec<Gap>,
+    },
+    /// Answer to `Ack` and `Nak`: how many of the offsets were pending.
+    Settled {
+        /// Offsets that were pending (the others were done already or
+        /// never delivered).
+        count: u64,
     },
 }

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::RoomInfo;
+use crate::command::{ConsumerConfig, ConsumerStart, RoomInfo};
+use crate::store::ConsumerRecord;
 
 /// Statistics of one room, as `GET /stream/{room}/stats` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,12 +34,15 @@ pub struct RoomStats {
     /// Live subscribers of the room on the answering node.
     #[serde(default)]
     pub subscribers: usize,
+    /// Names of the room's durable consumers.
+    #[serde(default)]
+    pub consumers: Vec<String>,
 }
 
 impl RoomStats {
     /// The statistics of a room as the state machine describes it, with
     /// `subscribers` on this node.
-    pub fn new(info: RoomInfo, subscribers: usize) -> Self {
+    pub fn new(info: RoomInfo, subscribers: usize, consumers: Vec<String>) -> Self {
         Self {
             room: info.name,
             generation: info.generation,
@@ -52,6 +56,138 @@ impl RoomStats {
             published_total: info.published_total,
             bytes_total: info.bytes_total,
             subscribers,
+            consumers,
+        }
+    }
+}
+
+/// Where a durable consumer starts, as JSON writes it: `"earliest"`,
+/// `"latest"` or an offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StartSpec {
+    /// From this offset.
+    Offset(u64),
+    /// `"earliest"` or `"latest"`.
+    Named(NamedStart),
+}
+
+/// The named starts of a durable consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NamedStart {
+    /// The lowest retained offset.
+    Earliest,
+    /// Only events published after creation.
+    Latest,
+}
+
+impl From<StartSpec> for ConsumerStart {
+    fn from(spec: StartSpec) -> Self {
+        match spec {
+            StartSpec::Offset(offset) => ConsumerStart::Offset(offset),
+            StartSpec::Named(NamedStart::Earliest) => ConsumerStart::Earliest,
+            StartSpec::Named(NamedStart::Latest) => ConsumerStart::Latest,
+        }
+    }
+}
+
+impl From<ConsumerStart> for StartSpec {
+    fn from(start: ConsumerStart) -> Self {
+        match start {
+            ConsumerStart::Offset(offset) => StartSpec::Offset(offset),
+            ConsumerStart::Earliest => StartSpec::Named(NamedStart::Earliest),
+            ConsumerStart::Latest => StartSpec::Named(NamedStart::Latest),
+        }
+    }
+}
+
+/// A durable consumer's settings, as JSON writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerSettings {
+    /// Where it started.
+    pub start: StartSpec,
+    /// Event-type filter, if any.
+    pub types: Option<String>,
+    /// How long a delivered message stays leased to its fetch (ms).
+    pub ack_wait_ms: u64,
+    /// Deliveries before a message is dead-lettered (0: unlimited).
+    pub max_deliver: u32,
+    /// Where messages out of deliveries go, if anywhere.
+    pub dead_letter: Option<String>,
+    /// Most messages delivered and not acked at once.
+    pub max_ack_pending: u32,
+}
+
+impl From<ConsumerConfig> for ConsumerSettings {
+    fn from(c: ConsumerConfig) -> Self {
+        Self {
+            start: c.start.into(),
+            types: c.types,
+            ack_wait_ms: c.ack_wait_ms,
+            max_deliver: c.max_deliver,
+            dead_letter: c.dead_letter,
+            max_ack_pending: c.max_ack_pending,
+        }
+    }
+}
+
+/// A durable consumer's state, as `GET /stream/{room}/consumers/{name}`
+/// answers it (the same on every node at the same log index, but for
+/// `lag`, which counts against the answering node's room).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerInfo {
+    /// The room.
+    pub room: String,
+    /// The consumer's name.
+    pub name: String,
+    /// Its settings.
+    pub config: ConsumerSettings,
+    /// Creation time (Unix ms, cluster time).
+    pub created_at: u64,
+    /// The next offset it has not looked at yet.
+    pub next_offset: u64,
+    /// Every offset below it is done.
+    pub ack_floor: u64,
+    /// Messages delivered and not yet acked.
+    pub pending: u64,
+    /// Deliveries ever made, redeliveries included.
+    pub delivered: u64,
+    /// Deliveries after the first of a message.
+    pub redelivered: u64,
+    /// Messages acked.
+    pub acked: u64,
+    /// Messages moved to the dead-letter room.
+    pub dead_lettered: u64,
+    /// Messages out of deliveries without a dead-letter room.
+    pub dropped: u64,
+    /// Events retention removed before they were done.
+    pub missed: u64,
+    /// Matching events not yet acked, dead-lettered or dropped.
+    pub lag: u64,
+}
+
+impl ConsumerInfo {
+    /// The description of `record` of `room`, with `unread` matching events
+    /// past its cursor.
+    pub fn new(room: &str, record: ConsumerRecord, unread: u64) -> Self {
+        let ack_floor = record.ack_floor();
+        let pending = record.pending.len() as u64;
+        Self {
+            room: room.to_owned(),
+            name: record.name,
+            config: record.config.into(),
+            created_at: record.created_at,
+            next_offset: record.cursor,
+            ack_floor,
+            pending,
+            delivered: record.delivered,
+            redelivered: record.redelivered,
+            acked: record.acked,
+            dead_lettered: record.dead_lettered,
+            dropped: record.dropped,
+            missed: record.missed,
+            lag: pending + unread,
         }
     }
 }
@@ -98,7 +234,7 @@ mod tests {
             published_total: 10,
             bytes_total: 300,
         };
-        let stats = RoomStats::new(info, 3);
+        let stats = RoomStats::new(info, 3, vec!["email".into()]);
         assert_eq!((stats.event_count, stats.min_offset, stats.next_offset), (6, 4, 10));
         assert_eq!((stats.max_events, stats.subscribers), (Some(6), 3));
     }

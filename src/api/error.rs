@@ -112,7 +112,7 @@ impl From<Rejection> for ApiError {
     fn from(e: Rejection) -> Self {
         let status = match e {
             Rejection::RoomExists(_) => StatusCode::CONFLICT,
-            Rejection::RoomNotFound(_) => StatusCode::NOT_FOUND,
+            Rejection::RoomNotFound(_) | Rejection::ConsumerNotFound(..) => StatusCode::NOT_FOUND,
         };
         Self { status, message: e.to_string() }
     }

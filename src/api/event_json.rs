@@ -3,6 +3,7 @@
 //! re-parsed.
 
 use crate::command::RoomInfo;
+use crate::service::consumers::Fetched;
 use crate::store::{EventRecord, Page, StoredEvent};
 
 /// Appends the event object (`docs/api.md`, "Events") for `record` of
@@ -64,6 +65,28 @@ pub fn consume_json(room: &str, info: &RoomInfo, page: &Page) -> String {
     let mut body = String::with_capacity(64 + page.events.len() * 256);
     write_events(&mut body, room, page);
     body.push_str(&format!(",\"next_offset\":{},\"min_offset\":{}}}", page.next_offset, info.min_offset));
+    body
+}
+
+/// A consumer fetch: `{"messages":[event fields + "delivery"],
+/// "missed":[{"from","to"}]}`.
+pub fn fetched_json(room: &str, fetched: &Fetched) -> String {
+    let mut body = String::with_capacity(64 + fetched.messages.len() * 256);
+    body.push_str("{\"messages\":[");
+    for (i, message) in fetched.messages.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push('{');
+        write_event_fields(&mut body, room, message.lease.offset, &message.event);
+        body.push_str(",\"delivery\":");
+        body.push_str(&message.lease.delivery.to_string());
+        body.push('}');
+    }
+    body.push_str("],\"missed\":");
+    // Plain numbers in a list of objects: serialising cannot fail.
+    body.push_str(&serde_json::to_string(&fetched.missed).unwrap_or_else(|_| "[]".into()));
+    body.push('}');
     body
 }
 

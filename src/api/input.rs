@@ -8,8 +8,9 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::command::{NewEvent, RoomConfig, MAX_REQUEST_BYTES};
+use crate::command::{ConsumerConfig, ConsumerStart, NewEvent, RoomConfig, MAX_REQUEST_BYTES};
 use crate::filter::TypeFilter;
+use crate::protocol::StartSpec;
 use crate::service::Consistency;
 
 /// Longest room name, event type or event id.
@@ -23,19 +24,23 @@ pub const MAX_KEY_LEN: usize = 1024;
 
 /// Checks a room name: 1–255 characters of `[A-Za-z0-9._:-]`.
 pub fn room_name(name: &str) -> Result<(), ApiError> {
+    checked_name("room name", name)
+}
+
+/// Checks a durable consumer's name: the same rules as a room name.
+pub fn consumer_name(name: &str) -> Result<(), ApiError> {
+    checked_name("consumer name", name)
+}
+
+fn checked_name(what: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() {
-        return Err(ApiError::bad_request("room name is empty"));
+        return Err(ApiError::bad_request(format!("{what} is empty")));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(ApiError::bad_request(format!(
-            "room name is {} characters; the limit is {MAX_NAME_LEN}",
-            name.len()
-        )));
+        return Err(ApiError::bad_request(format!("{what} is {} characters; the limit is {MAX_NAME_LEN}", name.len())));
     }
     if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
-        return Err(ApiError::bad_request(format!(
-            "room name contains {bad:?}; allowed are letters, digits and . _ : -"
-        )));
+        return Err(ApiError::bad_request(format!("{what} contains {bad:?}; allowed are letters, digits and . _ : -")));
     }
     Ok(())
 }
@@ -395,5 +400,146 @@ mod tests {
         assert!(kv_key("").is_err());
         assert!(kv_key("a\u{7}b").is_err());
         assert!(kv_key(&"k".repeat(1025)).is_err());
+    }
+}
+
+/// Most messages one fetch may ask for.
+pub const MAX_FETCH: u32 = 1000;
+/// Longest a fetch may wait for messages, in milliseconds.
+pub const MAX_FETCH_WAIT_MS: u64 = 30_000;
+/// Most offsets one ack or nak may carry.
+pub const MAX_SETTLE_OFFSETS: usize = 10_000;
+/// Most unacked messages a consumer may allow: its record holds them all.
+pub const MAX_ACK_PENDING: u32 = 10_000;
+/// Longest lease or nak delay, in milliseconds (a day).
+pub const MAX_ACK_WAIT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Body of `PUT /stream/{room}/consumers/{name}`, all optional.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerBody {
+    start: Option<Value>,
+    types: Option<String>,
+    ack_wait_ms: Option<u64>,
+    max_deliver: Option<u32>,
+    dead_letter: Option<String>,
+    max_ack_pending: Option<u32>,
+}
+
+impl ConsumerBody {
+    /// Parses an optional body (empty means defaults).
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            Ok(Self::default())
+        } else {
+            json(body)
+        }
+    }
+
+    /// The settings for a consumer of `room`, defaults filled in
+    /// (`docs/api.md`).
+    pub fn into_config(self, room: &str) -> Result<ConsumerConfig, ApiError> {
+        if let Some(types) = &self.types {
+            type_filter(Some(types))?;
+        }
+        let ack_wait_ms = self.ack_wait_ms.unwrap_or(30_000);
+        if !(1..=MAX_ACK_WAIT_MS).contains(&ack_wait_ms) {
+            return Err(ApiError::bad_request(format!("ack_wait_ms must be 1 to {MAX_ACK_WAIT_MS}")));
+        }
+        let max_ack_pending = self.max_ack_pending.unwrap_or(1000);
+        if !(1..=MAX_ACK_PENDING).contains(&max_ack_pending) {
+            return Err(ApiError::bad_request(format!("max_ack_pending must be 1 to {MAX_ACK_PENDING}")));
+        }
+        if let Some(target) = &self.dead_letter {
+            room_name(target).map_err(|e| ApiError::bad_request(format!("dead_letter: {}", e.message)))?;
+            if target == room {
+                return Err(ApiError::bad_request("dead_letter must be another room than the consumer's"));
+            }
+        }
+        let start = match self.start {
+            None => ConsumerStart::Earliest,
+            Some(value) => serde_json::from_value::<StartSpec>(value)
+                .map_err(|_| ApiError::bad_request("start must be \"earliest\", \"latest\" or an offset"))?
+                .into(),
+        };
+        Ok(ConsumerConfig {
+            start,
+            types: self.types.filter(|t| !t.trim().is_empty()),
+            ack_wait_ms,
+            max_deliver: self.max_deliver.unwrap_or(5),
+            dead_letter: self.dead_letter,
+            max_ack_pending,
+        })
+    }
+
+    /// The dead-letter room, if any (the caller must be allowed to publish
+    /// to it).
+    pub fn dead_letter(&self) -> Option<&str> {
+        self.dead_letter.as_deref()
+    }
+}
+
+/// Body of `POST .../fetch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchBody {
+    max: Option<u32>,
+    wait_ms: Option<u64>,
+}
+
+impl FetchBody {
+    /// Parses an optional body; answers (max messages, wait).
+    pub fn parse(body: &[u8]) -> Result<(u32, Duration), ApiError> {
+        let parsed: FetchBody =
+            if body.iter().all(u8::is_ascii_whitespace) { FetchBody { max: None, wait_ms: None } } else { json(body)? };
+        fetch_limits(parsed.max, parsed.wait_ms)
+    }
+}
+
+/// Checks a fetch's `max` (default 1) and `wait_ms` (default 0).
+pub fn fetch_limits(max: Option<u32>, wait_ms: Option<u64>) -> Result<(u32, Duration), ApiError> {
+    let max = max.unwrap_or(1);
+    if !(1..=MAX_FETCH).contains(&max) {
+        return Err(ApiError::bad_request(format!("max must be 1 to {MAX_FETCH}")));
+    }
+    let wait_ms = wait_ms.unwrap_or(0);
+    if wait_ms > MAX_FETCH_WAIT_MS {
+        return Err(ApiError::bad_request(format!("wait_ms must be at most {MAX_FETCH_WAIT_MS}")));
+    }
+    Ok((max, Duration::from_millis(wait_ms)))
+}
+
+/// Body of `POST .../ack` and `POST .../nak`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleBody {
+    offsets: Vec<u64>,
+    delay_ms: Option<u64>,
+}
+
+impl SettleBody {
+    /// The offsets, checked; and the nak delay (refused on an ack).
+    pub fn validate(self, nak: bool) -> Result<(Vec<u64>, Duration), ApiError> {
+        let delay = settle_delay(nak, self.delay_ms)?;
+        Ok((settle_offsets(self.offsets)?, delay))
+    }
+}
+
+/// Checks the offsets of an ack or nak: 1 to [`MAX_SETTLE_OFFSETS`].
+pub fn settle_offsets(offsets: Vec<u64>) -> Result<Vec<u64>, ApiError> {
+    if offsets.is_empty() || offsets.len() > MAX_SETTLE_OFFSETS {
+        return Err(ApiError::bad_request(format!("offsets must hold 1 to {MAX_SETTLE_OFFSETS} offsets")));
+    }
+    Ok(offsets)
+}
+
+/// Checks a nak's `delay_ms` (an ack has none).
+pub fn settle_delay(nak: bool, delay_ms: Option<u64>) -> Result<Duration, ApiError> {
+    match (nak, delay_ms) {
+        (false, Some(_)) => Err(ApiError::bad_request("delay_ms belongs to nak, not ack")),
+        (_, Some(ms)) if ms > MAX_ACK_WAIT_MS => {
+            Err(ApiError::bad_request(format!("delay_ms must be at most {MAX_ACK_WAIT_MS}")))
+        }
+        (_, ms) => Ok(Duration::from_millis(ms.unwrap_or(0))),
     }
 }

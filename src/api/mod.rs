@@ -9,6 +9,7 @@
 mod admin;
 pub mod auth;
 mod command;
+mod consumers;
 pub mod error;
 pub mod event_json;
 pub mod input;
@@ -32,7 +33,7 @@ use self::auth::Auth;
 
 use crate::node::Node;
 use crate::peer::PeerClient;
-use crate::service::{Kv, Rooms};
+use crate::service::{Consumers, Kv, Rooms};
 use error::ApiError;
 
 /// Largest body on the internal routes (snapshot chunks, big appends).
@@ -52,6 +53,8 @@ pub struct AppState {
     pub rooms: Rooms,
     /// KV operations.
     pub kv: Kv,
+    /// Durable consumer operations.
+    pub consumers: Consumers,
     /// Client for relaying admin requests to the leader.
     pub peers: PeerClient,
 }
@@ -63,6 +66,7 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
         auth: Arc::new(auth),
         rooms: Rooms::new(node.clone()),
         kv: Kv::new(node.clone()),
+        consumers: Consumers::new(node.clone()),
         peers: node.peers.clone(),
     };
     // Bodies are read whole and then checked, so that an oversized event
@@ -95,6 +99,11 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
         .route("/stream/{room}/ws/{subscriber_id}", get(subscribe::ws_subscriber))
         .route("/stream/{room}/sse", get(subscribe::sse))
         .route("/stream/{room}/consume/{subscriber_id}", get(stream::consume))
+        .route("/stream/{room}/consumers", get(consumers::list))
+        .route("/stream/{room}/consumers/{name}", get(consumers::info).put(consumers::put).delete(consumers::delete))
+        .route("/stream/{room}/consumers/{name}/fetch", post(consumers::fetch))
+        .route("/stream/{room}/consumers/{name}/ack", post(consumers::ack))
+        .route("/stream/{room}/consumers/{name}/nak", post(consumers::nak))
         .route("/publish/ws", get(publish_ws::publish_ws))
         .route("/api/v1/command", post(command::command))
         .route("/kv/set", post(kv::set_route))

@@ -172,7 +172,7 @@ async fn create_route(
         (true, app.rooms.create(&room, config).await?)
     };
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    let stats = app.rooms.stats_of(info);
+    let stats = app.rooms.stats_of(info)?;
     Ok((status, Json(json!({ "created": created, "stats": stats }))).into_response())
 }
 

@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+mod consumer;
 mod publish;
 mod subscribe;
 
@@ -22,6 +23,9 @@ use crate::base_url::BaseUrl;
 use crate::node::cluster::ClusterStatus;
 pub use crate::protocol::{RoomStats, StartAt};
 
+pub use consumer::{
+    ConsumedMessage, Consumer, ConsumerInfo, ConsumerOptions, ConsumerSettings, Fetch, NamedStart, StartSpec,
+};
 pub use publish::{Landed, PublishAck, PublishReceiver, PublishSender, PublishStream, Refused, MAX_IN_FLIGHT};
 pub use subscribe::{Received, SubscribeOptions};
 

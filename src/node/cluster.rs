@@ -194,6 +194,7 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
         cleared,
         proposer,
         forwarder,
+        protocols: Default::default(),
     });
     tokio::spawn(housekeeping::run(Arc::downgrade(&node)));
     tokio::spawn(readiness::run(Arc::downgrade(&node)));

@@ -12,7 +12,11 @@
 //! publishes to). Each entry also moves cluster time forward, which is what
 //! KV reads judge expiry by.
 //!
-//! `Trim` is protocol 2, `Identify` and `Register` 3, `PackEvents` 4:
+//! It also dead-letters consumer messages whose last delivery's lease
+//! ended (an empty `Lease`), so that they move without a fetch.
+//!
+//! `Trim` is protocol 2, `Identify` and `Register` 3, `PackEvents` 4,
+//! consumers 5:
 //! each is proposed only once every member says it speaks it, so that a
 //! rolling upgrade never commits an entry an older member cannot apply (or
 //! state it cannot read: events stored packed).
@@ -20,22 +24,15 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{identity, Node};
 use crate::base_url::BaseUrl;
 use crate::clock;
-use crate::command::{Request, PROTOCOL};
-use crate::peer::Lane;
+use crate::command::{Request, CONSUMERS_PROTOCOL};
 
 /// How often the leader proposes its housekeeping.
 pub const EVERY: Duration = Duration::from_secs(1);
-
-/// How long a "every member speaks protocol N" answer is trusted.
-const TRUST_YES: Duration = Duration::from_secs(60);
-/// How long until members that did not all speak it are asked again.
-const TRUST_NO: Duration = Duration::from_secs(2);
 
 /// A node snapshots itself once its log holds this many bytes, at least.
 pub const LOG_BYTES_PER_SNAPSHOT: u64 = 64 * 1024 * 1024;
@@ -46,7 +43,6 @@ const SNAPSHOT_PAUSE: Duration = Duration::from_secs(10);
 /// While `node` exists and leads, proposes its housekeeping every [`EVERY`].
 pub async fn run(node: Weak<Node>) {
     let mut tick = tokio::time::interval(EVERY);
-    let mut members = MemberProtocols::default();
     let mut last_snapshot: Option<Instant> = None;
     loop {
         tick.tick().await;
@@ -80,18 +76,32 @@ pub async fn run(node: Weak<Node>) {
             }
         }
         let aged = node.store.rooms().is_ok_and(|rooms| rooms.iter().any(|r| r.config.max_age_secs.is_some()));
-        if aged && members.all_speak(&node, 2).await {
+        if aged && node.all_members_speak(2).await {
             if let Err(e) = node.proposer.propose(Request::Trim).await {
                 tracing::debug!("trim proposal: {e}");
             }
         }
-        if members.all_speak(&node, 3).await {
+        if node.all_members_speak(3).await {
             record_identities(&node).await;
         }
-        if matches!(node.store.packed(), Ok(false)) && members.all_speak(&node, 4).await {
+        if node.all_members_speak(CONSUMERS_PROTOCOL).await {
+            dead_letter_due(&node, now).await;
+        }
+        if matches!(node.store.packed(), Ok(false)) && node.all_members_speak(4).await {
             if let Err(e) = node.proposer.propose(Request::PackEvents).await {
                 tracing::debug!("pack proposal: {e}");
             }
+        }
+    }
+}
+
+/// The leader: dead-letters the messages whose last lease ended, without
+/// waiting for a fetch (a lease of nothing does it).
+async fn dead_letter_due(node: &Node, now: u64) {
+    let Ok(due) = node.store.dead_letters_due(now) else { return };
+    for (room, name) in due {
+        if let Err(e) = node.proposer.propose(Request::Lease { room, name, max: 0 }).await {
+            tracing::debug!("dead-letter proposal: {e}");
         }
     }
 }
@@ -148,46 +158,4 @@ async fn record_identities(node: &Node) {
             }
         }
     }
-}
-
-/// The newest protocol every member speaks, as last asked, and when.
-#[derive(Default)]
-struct MemberProtocols {
-    /// When, for which membership (its log index), the common protocol.
-    answer: Option<(Instant, Option<u64>, u32)>,
-}
-
-impl MemberProtocols {
-    /// Whether every member (voters and learners) speaks `protocol`.
-    async fn all_speak(&mut self, node: &Node, protocol: u32) -> bool {
-        let (membership_at, urls): (Option<u64>, Vec<BaseUrl>) = {
-            let metrics = node.raft.metrics().borrow().clone();
-            let config = &metrics.membership_config;
-            let urls = config.membership().nodes().filter(|(id, _)| **id != node.id());
-            (config.log_id().map(|l| l.index), urls.map(|(_, n)| BaseUrl::lenient(&n.addr)).collect())
-        };
-        if let Some((at, asked_of, common)) = self.answer {
-            let yes = common >= protocol;
-            // A member added since may speak less: ask again.
-            if asked_of == membership_at && at.elapsed() < if yes { TRUST_YES } else { TRUST_NO } {
-                return yes;
-            }
-        }
-        let mut common = PROTOCOL;
-        for url in urls {
-            // A member that cannot be asked counts as speaking nothing new.
-            common = common.min(member_protocol(node, &url).await.unwrap_or(0));
-        }
-        self.answer = Some((Instant::now(), membership_at, common));
-        common >= protocol
-    }
-}
-
-/// The protocol a member says it speaks in `/health` (1 if it says none:
-/// versions before protocols were numbered); `None` if it cannot be asked.
-async fn member_protocol(node: &Node, url: &BaseUrl) -> Option<u32> {
-    let request = node.peers.request(Lane::Public, reqwest::Method::GET, url, "/health");
-    let response = request.timeout(Duration::from_secs(1)).send().await.ok()?;
-    let health: Value = response.json().await.ok()?;
-    Some(health["protocol"].as_u64().map_or(1, |p| p as u32))
 }

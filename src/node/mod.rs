@@ -12,6 +12,7 @@ pub mod forward;
 mod housekeeping;
 pub mod identity;
 pub mod proposer;
+mod protocols;
 pub mod readiness;
 
 use std::collections::BTreeMap;
@@ -125,6 +126,8 @@ pub struct Node {
     cleared: std::sync::atomic::AtomicBool,
     proposer: Proposer,
     forwarder: Forwarder,
+    /// The protocol every member speaks, as last asked.
+    protocols: tokio::sync::Mutex<protocols::MemberProtocols>,
 }
 
 impl Node {
@@ -139,6 +142,18 @@ impl Node {
     /// same log index: what TTLs are judged by.
     pub fn cluster_time(&self) -> u64 {
         *self.clock.borrow()
+    }
+
+    /// Whether every member (voters and learners) says it speaks
+    /// `protocol`: requests newer than that are not proposed until then.
+    pub async fn all_members_speak(&self, protocol: u32) -> bool {
+        self.protocols.lock().await.all_speak(self, protocol).await
+    }
+
+    /// Changes whenever this node applies more of the log (its value is
+    /// the last applied index).
+    pub fn applied_index(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
     }
 
     /// Asks the server to stop this node with `reason` (an error exit):

@@ -125,6 +125,7 @@ pub(crate) fn weight(request: &Request) -> usize {
             events.iter().map(|e| 64 + e.data.len() + e.metadata.as_ref().map_or(0, String::len)).sum()
         }
         Request::KvSet { value, .. } => 64 + value.len(),
+        Request::Ack { offsets, .. } | Request::Nak { offsets, .. } => 64 + 8 * offsets.len(),
         _ => 64,
     }
 }

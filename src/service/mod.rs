@@ -6,9 +6,11 @@
 //! edge); answers are typed; failures are a [`ServiceError`], which the API
 //! turns into its one error answer.
 
+pub mod consumers;
 pub mod kv;
 pub mod rooms;
 
+pub use consumers::Consumers;
 pub use kv::Kv;
 pub use rooms::{PageRequest, RoomPage, Rooms};
 

@@ -111,13 +111,17 @@ impl Rooms {
     /// Statistics of `room` on this node.
     pub fn stats(&self, room: &str) -> Result<RoomStats, ServiceError> {
         let meta = self.node.store.room(room)?.ok_or_else(|| Rejection::RoomNotFound(room.to_owned()))?;
-        Ok(self.stats_of(meta.info))
+        self.stats_of(meta.info)
     }
 
     /// Statistics of a room described by `info`.
-    pub fn stats_of(&self, info: RoomInfo) -> RoomStats {
+    pub fn stats_of(&self, info: RoomInfo) -> Result<RoomStats, ServiceError> {
         let subscribers = self.node.hub.subscribers_of(&info.name);
-        RoomStats::new(info, subscribers)
+        let consumers = match self.node.store.room(&info.name)? {
+            Some(meta) => self.node.store.consumers(meta.id)?.into_iter().map(|c| c.name).collect(),
+            None => Vec::new(),
+        };
+        Ok(RoomStats::new(info, subscribers, consumers))
     }
 
     /// Opens a live subscription to `room` from `start`, delivering only

@@ -14,6 +14,7 @@
 //! | `i:`   | room id (BE u64), event id  | `DedupEntry`           |
 //! | `j:`   | timestamp (BE u64), room id, event id | () — dedup entries by age |
 //! | `n:`   | node id (BE u64)            | the node's incarnation (its data directory's id) |
+//! | `c:`   | room id (BE u64), consumer name | `ConsumerRecord` |
 
 /// `m:` The next internal room id.
 pub(crate) const NEXT_ROOM_ID: &[u8] = b"m:next_room_id";
@@ -94,6 +95,18 @@ pub(crate) fn tombstone(room_id: u64) -> [u8; 9] {
 pub(crate) fn tombstone_room(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
+}
+
+pub(crate) const CONSUMER_PREFIX: &[u8] = b"c:";
+
+/// `c:` room id (BE u64) → the room's consumers.
+pub(crate) fn room_consumers(room_id: u64) -> Vec<u8> {
+    [CONSUMER_PREFIX, &room_id.to_be_bytes()].concat()
+}
+
+/// `c:` room id (BE u64) name → `ConsumerRecord`.
+pub(crate) fn consumer(room_id: u64, name: &str) -> Vec<u8> {
+    [CONSUMER_PREFIX, &room_id.to_be_bytes(), name.as_bytes()].concat()
 }
 
 pub(crate) const KV_PREFIX: &[u8] = b"v:";
@@ -184,6 +197,7 @@ mod tests {
             kv_expiry(1, "a"),
             LAST_APPLIED.to_vec(),
             incarnation(1),
+            consumer(1, "a"),
         ];
         for (i, a) in samples.iter().enumerate() {
             for b in &samples[i + 1..] {

@@ -6,11 +6,13 @@
 //! one sled tree (layout in `keys`).
 
 mod apply;
+pub mod consumer;
 pub mod database;
 pub(crate) mod keys;
 pub mod snapshot;
 
 pub use apply::{Applier, ApplyBatch, RoomUpdate};
+pub use consumer::{ConsumerRecord, Pending};
 pub use database::Database;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -250,6 +252,53 @@ impl Store {
             }
         }
         Ok(Page { events, next_offset })
+    }
+
+    /// The consumer `name` of the room with internal id `room_id`.
+    pub fn consumer(&self, room_id: u64, name: &str) -> Result<Option<ConsumerRecord>, StoreError> {
+        let _reading = self.reading();
+        Ok(self.tree.get(keys::consumer(room_id, name))?.map(|b| codec::decode(&b)).transpose()?)
+    }
+
+    /// The consumers of the room with internal id `room_id`, by name.
+    pub fn consumers(&self, room_id: u64) -> Result<Vec<ConsumerRecord>, StoreError> {
+        let _reading = self.reading();
+        self.tree.scan_prefix(keys::room_consumers(room_id)).values().map(|v| Ok(codec::decode(&v?)?)).collect()
+    }
+
+    /// The consumers (room, name) holding a message whose last allowed
+    /// delivery's lease ended by `now`: a lease would dead-letter it.
+    pub fn dead_letters_due(&self, now: u64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut due = Vec::new();
+        for room in self.rooms()? {
+            let Some(meta) = self.room(&room.name)? else { continue };
+            for consumer in self.consumers(meta.id)? {
+                let max = consumer.config.max_deliver;
+                if max > 0 && consumer.pending.values().any(|p| p.deliveries >= max && p.lease_until <= now) {
+                    due.push((room.name.clone(), consumer.name));
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    /// How many events of the room at offsets `[from, end)` `matches` lets
+    /// through.
+    pub fn count_matching(
+        &self,
+        room_id: u64,
+        from: u64,
+        end: u64,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<u64, StoreError> {
+        let mut count = 0;
+        let mut at = from;
+        while at < end {
+            let page = self.read_range(room_id, at, end, MAX_PAGE, &matches)?;
+            count += page.events.len() as u64;
+            at = page.next_offset.max(at + 1);
+        }
+        Ok(count)
     }
 
     /// The value of `key` if it exists and has not expired at `now` (Unix

@@ -8,6 +8,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::command::{ConsumerConfig, ConsumerStart};
 
 const ROOMS: [&str; 3] = ["a", "b", "c"];
 const KEYS: [&str; 3] = ["k1", "k2", "k3"];
@@ -17,7 +18,8 @@ fn new_event() -> impl Strategy<Value = NewEvent> {
     (0..ROOMS.len(), prop::option::of(0..IDS.len()), any::<bool>(), 0u32..1000).prop_map(
         |(room, id, with_metadata, n)| NewEvent {
             room: ROOMS[room].into(),
-            event_type: "t".into(),
+            // Two types, so that filtered consumers skip some.
+            event_type: if n % 2 == 0 { "t".into() } else { "u".into() },
             // Sizes from a few bytes to ~3 KiB, so that packed requests
             // split into several chunks.
             data: format!("\"{}\"", "x".repeat(n as usize * 3)),
@@ -50,7 +52,66 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Expire),
         Just(Request::Trim),
         Just(Request::PackEvents),
+        // Weighted up: a third of the requests, so that leases meet acks,
+        // naks, retention and room deletions within one log.
+        consumer_request(),
+        consumer_request(),
+        consumer_request(),
+        consumer_request(),
     ]
+}
+
+const CONSUMERS: [&str; 2] = ["w1", "w2"];
+
+/// Consumer requests: leases, acks and naks over small offsets, with
+/// filters, dead letters and short leases so that redeliveries and dead
+/// letters happen within the generated timestamps.
+fn consumer_request() -> BoxedStrategy<Request> {
+    let room = 0..ROOMS.len();
+    let name = 0..CONSUMERS.len();
+    let offsets = prop::collection::vec(0u64..20, 1..5);
+    prop_oneof![
+        (room.clone(), name.clone(), 0u64..4, any::<bool>(), 0u32..3, any::<bool>(), 1u32..5).prop_map(
+            |(room, name, start, filtered, max_deliver, dead_letter, max_ack_pending)| Request::PutConsumer {
+                room: ROOMS[room].into(),
+                name: CONSUMERS[name].into(),
+                config: ConsumerConfig {
+                    start: match start {
+                        0 => ConsumerStart::Earliest,
+                        1 => ConsumerStart::Latest,
+                        n => ConsumerStart::Offset(n),
+                    },
+                    types: filtered.then(|| "t".into()),
+                    ack_wait_ms: 1_000,
+                    max_deliver,
+                    dead_letter: dead_letter.then(|| ROOMS[(room + 1) % ROOMS.len()].into()),
+                    max_ack_pending,
+                },
+                create_missing: true,
+            }
+        ),
+        (room.clone(), name.clone()).prop_map(|(room, name)| Request::DeleteConsumer {
+            room: ROOMS[room].into(),
+            name: CONSUMERS[name].into()
+        }),
+        (room.clone(), name.clone(), 0u32..4).prop_map(|(room, name, max)| Request::Lease {
+            room: ROOMS[room].into(),
+            name: CONSUMERS[name].into(),
+            max
+        }),
+        (room.clone(), name.clone(), offsets.clone()).prop_map(|(room, name, offsets)| Request::Ack {
+            room: ROOMS[room].into(),
+            name: CONSUMERS[name].into(),
+            offsets
+        }),
+        (room, name, offsets, 0u64..2_000).prop_map(|(room, name, offsets, delay_ms)| Request::Nak {
+            room: ROOMS[room].into(),
+            name: CONSUMERS[name].into(),
+            offsets,
+            delay_ms
+        }),
+    ]
+    .boxed()
 }
 
 fn command() -> impl Strategy<Value = Command> {

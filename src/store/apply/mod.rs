@@ -8,12 +8,15 @@
 //! atomically together with the Raft bookkeeping (`last_applied`, membership)
 //! that the caller adds to it.
 
+mod consumers;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::{keys, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent};
+use super::{keys, ConsumerRecord, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent};
 use crate::codec;
 use crate::command::{Command, NewEvent, Published, Rejection, Reply, Request, RoomConfig, RoomInfo};
+use consumers::LiveConsumer;
 
 /// Most expired keys (and, separately, dedup entries) one `Expire` removes;
 /// the leader proposes the next one soon after.
@@ -61,6 +64,9 @@ pub struct ApplyBatch {
     cluster: Option<String>,
     /// Incarnations registered in this batch.
     incarnations: HashMap<u64, String>,
+    /// Consumers changed in this batch (room id, name): their records are
+    /// written once, at commit.
+    consumers: BTreeSet<(u64, String)>,
 }
 
 /// What one committed apply changed in one room, for live subscribers.
@@ -144,6 +150,8 @@ pub struct Applier {
     members: BTreeSet<u64>,
     /// Whether events are stored in chunks (`PackEvents` applied).
     packed: bool,
+    /// Durable consumers by (room id, name).
+    consumers: HashMap<(u64, String), LiveConsumer>,
 }
 
 impl Applier {
@@ -170,9 +178,18 @@ impl Applier {
             Some(bytes) => codec::decode(&bytes)?,
             None => 0,
         };
+        let mut consumers = HashMap::new();
+        for item in tree.scan_prefix(keys::CONSUMER_PREFIX) {
+            let (key, value) = item?;
+            let Some(room_id) = key.get(2..10).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
+                continue;
+            };
+            let record: ConsumerRecord = codec::decode(&value)?;
+            consumers.insert((room_id, record.name.clone()), LiveConsumer::new(record));
+        }
         let members = BTreeSet::new();
         let packed = tree.contains_key(keys::PACKED)?;
-        let applier = Self { store, rooms, retired_generations, next_room_id, clock, members, packed };
+        let applier = Self { store, rooms, retired_generations, next_room_id, clock, members, packed, consumers };
         applier.purge_deleted_rooms()?;
         Ok(applier)
     }
@@ -197,6 +214,7 @@ impl Applier {
             chunks: BTreeMap::new(),
             cluster: None,
             incarnations: HashMap::new(),
+            consumers: BTreeSet::new(),
         }
     }
 
@@ -248,6 +266,19 @@ impl Applier {
                     }
                     Reply::Packed
                 }
+                Request::PutConsumer { room, name, config, create_missing } => {
+                    self.put_consumer(batch, room, name, config, *create_missing, command.timestamp_ms)?
+                }
+                Request::DeleteConsumer { room, name } => self.delete_consumer(batch, room, name),
+                Request::Lease { room, name, max } => {
+                    self.lease(batch, room, name, *max, command.timestamp_ms, command.dedup_window_ms)?
+                }
+                Request::Ack { room, name, offsets } => {
+                    self.settle(batch, room, name, offsets, None, command.timestamp_ms)
+                }
+                Request::Nak { room, name, offsets, delay_ms } => {
+                    self.settle(batch, room, name, offsets, Some(*delay_ms), command.timestamp_ms)
+                }
             };
             replies.push(reply);
         }
@@ -257,7 +288,12 @@ impl Applier {
     /// Writes `batch` atomically, then removes the events of rooms it
     /// deleted. Returns what changed, room by room.
     pub fn commit(&mut self, batch: ApplyBatch) -> Result<Vec<RoomUpdate>, StoreError> {
-        let ApplyBatch { batch: mut writes, deleted_rooms, mut touched, appended, .. } = batch;
+        let ApplyBatch { batch: mut writes, deleted_rooms, mut touched, appended, consumers, .. } = batch;
+        for key in consumers {
+            if let Some(consumer) = self.consumers.get(&key) {
+                writes.insert(keys::consumer(key.0, &key.1), codec::encode(&consumer.record)?);
+            }
+        }
         writes.insert(keys::NEXT_ROOM_ID, codec::encode(&self.next_room_id)?);
         writes.insert(keys::CLOCK, codec::encode(&self.clock)?);
         self.store.tree().apply_batch(writes)?;
@@ -341,6 +377,7 @@ impl Applier {
         batch.batch.insert(keys::generation(name), codec::encode(&meta.info.generation)?);
         batch.batch.insert(&keys::tombstone(meta.id), Vec::new());
         self.retired_generations.insert(name.to_owned(), meta.info.generation);
+        self.drop_consumers_of(batch, meta.id);
         batch.deleted_rooms.push(meta.id);
         batch.touched.push(name.to_owned());
         Ok(Reply::Deleted)

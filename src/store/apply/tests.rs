@@ -210,3 +210,210 @@ fn packed_events_read_back_like_single_ones_and_retention_drops_whole_chunks() {
     let page = store.read(&capped, 0, 38, 1_000, |_| true).unwrap();
     assert_eq!(page.events.iter().map(|e| e.offset).collect::<Vec<_>>(), (28..38).collect::<Vec<_>>());
 }
+
+mod consumers {
+    use super::*;
+    use crate::command::{ConsumerConfig, ConsumerStart, Gap, Lease};
+    use crate::store::ConsumerRecord;
+
+    fn config() -> ConsumerConfig {
+        ConsumerConfig {
+            start: ConsumerStart::Earliest,
+            types: None,
+            ack_wait_ms: 1_000,
+            max_deliver: 2,
+            dead_letter: Some("dead".into()),
+            max_ack_pending: 100,
+        }
+    }
+
+    fn put(room: &str, config: ConsumerConfig) -> Request {
+        Request::PutConsumer { room: room.into(), name: "w".into(), config, create_missing: true }
+    }
+
+    /// Publishes `n` events, creating the room if needed.
+    fn publish_new(room: &str, n: usize) -> Request {
+        match publish(room, n) {
+            Request::Publish { events, .. } => Request::Publish { events, create_missing: true },
+            other => other,
+        }
+    }
+
+    fn lease(max: u32) -> Request {
+        Request::Lease { room: "orders".into(), name: "w".into(), max }
+    }
+
+    /// An applier over a scratch store; each `step` is one command in its
+    /// own apply batch, and answers its replies.
+    struct Machine {
+        _dir: tempfile::TempDir,
+        store: Store,
+        applier: Applier,
+    }
+
+    impl Machine {
+        fn new() -> Self {
+            let (dir, store) = store();
+            let applier = Applier::load(store.clone()).unwrap();
+            Self { _dir: dir, store, applier }
+        }
+
+        fn step(&mut self, at: u64, requests: Vec<Request>) -> Vec<Reply> {
+            let mut batch = self.applier.begin();
+            let replies = self.applier.apply(&mut batch, &command(at, requests)).unwrap();
+            self.applier.commit(batch).unwrap();
+            replies
+        }
+
+        fn one(&mut self, at: u64, request: Request) -> Reply {
+            self.step(at, vec![request]).remove(0)
+        }
+
+        fn leased(&mut self, at: u64, max: u32) -> Vec<Lease> {
+            match self.one(at, lease(max)) {
+                Reply::Leased { messages, .. } => messages,
+                other => panic!("expected leases, got {other:?}"),
+            }
+        }
+
+        fn record(&self) -> ConsumerRecord {
+            let room = self.store.room("orders").unwrap().unwrap();
+            self.store.consumer(room.id, "w").unwrap().unwrap()
+        }
+    }
+
+    fn offsets(leases: &[Lease]) -> Vec<(u64, u32)> {
+        leases.iter().map(|l| (l.offset, l.delivery)).collect()
+    }
+
+    #[test]
+    fn leases_are_exclusive_until_they_end_then_redelivered_then_dead_lettered() {
+        let mut m = Machine::new();
+        m.one(0, put("orders", config()));
+        m.one(0, publish_new("orders", 3));
+        assert_eq!(offsets(&m.leased(10, 2)), vec![(0, 1), (1, 1)]);
+        // Another fetch while those leases run gets the rest only.
+        assert_eq!(offsets(&m.leased(20, 5)), vec![(2, 1)]);
+        assert_eq!(m.leased(500, 5), vec![]);
+        assert_eq!(
+            m.one(600, Request::Ack { room: "orders".into(), name: "w".into(), offsets: vec![1, 7] }),
+            Reply::Settled { count: 1 }
+        );
+        // Offset 0's lease ended at 1,010, offset 2's at 1,020.
+        assert_eq!(offsets(&m.leased(1_015, 5)), vec![(0, 2)]);
+        assert_eq!(offsets(&m.leased(1_030, 5)), vec![(2, 2)]);
+        // Out of deliveries (max 2): both go to the dead-letter room.
+        assert_eq!(m.leased(3_000, 5), vec![]);
+        let record = m.record();
+        assert_eq!((record.acked, record.redelivered, record.dead_lettered, record.pending.len()), (1, 2, 2, 0));
+        assert_eq!((record.cursor, record.ack_floor()), (3, 3));
+        let dead = m.store.room("dead").unwrap().unwrap();
+        let page = m.store.read(&dead, 0, dead.info.next_offset, 10, |_| true).unwrap();
+        let moved: Vec<(&str, Option<&str>)> =
+            page.events.iter().map(|e| (e.event.data.as_str(), e.event.metadata.as_deref())).collect();
+        assert_eq!(moved.len(), 2);
+        assert_eq!(moved[0].0, "0");
+        let metadata: serde_json::Value = serde_json::from_str(moved[0].1.unwrap()).unwrap();
+        assert_eq!(metadata["dead_letter_room"], "orders");
+        assert_eq!(metadata["dead_letter_offset"], "0");
+        assert_eq!(metadata["dead_letter_deliveries"], "2");
+    }
+
+    #[test]
+    fn a_nak_makes_a_message_deliverable_after_its_delay() {
+        let mut m = Machine::new();
+        m.one(0, put("orders", ConsumerConfig { max_deliver: 0, ..config() }));
+        m.one(0, publish_new("orders", 2));
+        assert_eq!(offsets(&m.leased(10, 1)), vec![(0, 1)]);
+        let nak = |delay_ms| Request::Nak { room: "orders".into(), name: "w".into(), offsets: vec![0], delay_ms };
+        assert_eq!(m.one(20, nak(0)), Reply::Settled { count: 1 });
+        // Redeliveries come before new messages.
+        assert_eq!(offsets(&m.leased(20, 1)), vec![(0, 2)]);
+        m.one(30, Request::Nak { room: "orders".into(), name: "w".into(), offsets: vec![0], delay_ms: 500 });
+        // Not before its delay: the new message comes instead.
+        assert_eq!(offsets(&m.leased(40, 5)), vec![(1, 1)]);
+        assert_eq!(offsets(&m.leased(530, 5)), vec![(0, 3)]);
+    }
+
+    #[test]
+    fn no_more_than_max_ack_pending_messages_are_out() {
+        let mut m = Machine::new();
+        m.one(0, put("orders", ConsumerConfig { max_ack_pending: 3, ..config() }));
+        m.one(0, publish_new("orders", 10));
+        assert_eq!(m.leased(10, 10).len(), 3);
+        assert_eq!(m.leased(20, 10).len(), 0);
+        m.one(30, Request::Ack { room: "orders".into(), name: "w".into(), offsets: vec![0, 2] });
+        assert_eq!(offsets(&m.leased(40, 10)), vec![(3, 1), (4, 1)]);
+        assert_eq!(m.record().pending.len(), 3);
+    }
+
+    #[test]
+    fn a_filter_skips_other_types_and_the_cursor_moves_past_them() {
+        let mut m = Machine::new();
+        m.one(0, put("orders", ConsumerConfig { types: Some("order.*".into()), ..config() }));
+        let events = ["order.created", "user.registered", "order.paid", "user.left", "user.left"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| NewEvent {
+                room: "orders".into(),
+                event_type: (*t).into(),
+                data: i.to_string(),
+                metadata: None,
+                id: format!("id-{i}"),
+                dedup: false,
+            })
+            .collect();
+        // Published and leased in one apply batch: the lease reads the
+        // events the batch has not committed yet.
+        let replies = m.step(0, vec![Request::Publish { events, create_missing: true }, lease(1)]);
+        match &replies[1] {
+            Reply::Leased { messages, .. } => assert_eq!(offsets(messages), vec![(0, 1)]),
+            other => panic!("expected a lease, got {other:?}"),
+        }
+        assert_eq!(m.record().cursor, 1, "stops right after the last message it leased");
+        assert_eq!(offsets(&m.leased(10, 5)), vec![(2, 1)]);
+        assert_eq!(m.record().cursor, 5, "looked at every event");
+    }
+
+    #[test]
+    fn events_trimmed_before_delivery_are_reported_as_a_gap() {
+        let mut m = Machine::new();
+        let config_3 = RoomConfig { max_events: Some(3), max_age_secs: None };
+        m.one(0, Request::CreateRoom { room: "orders".into(), config: config_3, if_absent: false });
+        m.one(0, put("orders", config()));
+        m.one(0, publish_new("orders", 2));
+        assert_eq!(offsets(&m.leased(10, 1)), vec![(0, 1)]);
+        m.one(20, publish("orders", 4));
+        // Offsets 0..3 are gone: 0 was leased, 1 and 2 never delivered.
+        match m.one(30, lease(10)) {
+            Reply::Leased { messages, missed } => {
+                assert_eq!(offsets(&messages), vec![(3, 1), (4, 1), (5, 1)]);
+                assert_eq!(missed, vec![Gap { from: 0, to: 3 }]);
+            }
+            other => panic!("expected leases, got {other:?}"),
+        }
+        assert_eq!(m.record().missed, 3);
+    }
+
+    #[test]
+    fn a_second_put_keeps_the_position_and_a_deleted_room_takes_its_consumers() {
+        let mut m = Machine::new();
+        m.one(0, publish_new("orders", 4));
+        let latest = ConsumerConfig { start: ConsumerStart::Latest, ..config() };
+        assert_eq!(m.one(0, put("orders", latest)), Reply::Consumer { created: true });
+        assert_eq!(m.record().cursor, 4);
+        let changed = ConsumerConfig { start: ConsumerStart::Earliest, max_deliver: 9, ..config() };
+        assert_eq!(m.one(10, put("orders", changed)), Reply::Consumer { created: false });
+        let record = m.record();
+        assert_eq!((record.cursor, record.config.max_deliver, record.config.start), (4, 9, ConsumerStart::Latest));
+        // Reloaded from disk alike.
+        m.applier.reload().unwrap();
+        m.one(20, publish("orders", 1));
+        assert_eq!(offsets(&m.leased(30, 5)), vec![(4, 1)]);
+        m.one(40, Request::DeleteRoom { room: "orders".into() });
+        m.one(50, publish_new("orders", 1));
+        assert_eq!(m.one(60, lease(1)), Reply::Rejected(Rejection::ConsumerNotFound("orders".into(), "w".into())));
+        let room = m.store.room("orders").unwrap().unwrap();
+        assert!(m.store.consumers(room.id).unwrap().is_empty());
+    }
+}
