@@ -17,8 +17,9 @@ use serde_json::{json, Value};
 
 use super::auth::{self, Action, Caller};
 use super::error::ApiError;
-use super::event_json::{consume_json, page_json};
-use super::input::{self, EventParts, KvSetBody};
+use super::consumers::{checked_target, put_consumer};
+use super::event_json::{consume_json, fetched_json, page_json};
+use super::input::{self, EventParts, FetchBody, KvSetBody, SettleBody};
 use super::stream;
 use super::AppState;
 use crate::service::{Consistency, PageRequest};
@@ -159,7 +160,22 @@ impl KeyPayload {
     }
 }
 
+/// The `room` and `name` of a `stream.consumer.*` payload, checked, and
+/// the rest of the payload (the REST body of the same operation).
+fn consumer_payload(command: &str, caller: &Caller, mut body: Value) -> Result<(String, String, Value), ApiError> {
+    let mut take = |field: &str| match body.as_object_mut().and_then(|o| o.remove(field)) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(ApiError::bad_request(format!("{command}: payload needs \"{field}\" (a string)"))),
+    };
+    let (room, name) = (take("room")?, take("name")?);
+    checked_target(caller, &room, &name)?;
+    Ok((room, name, body))
+}
+
 async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Result<Payload, ApiError> {
+    if let Some(operation) = command.strip_prefix("stream.consumer.") {
+        return consumer_command(app, caller, command, operation, body).await;
+    }
     let value = match command {
         "stream.create" | "stream.get_or_create" => {
             let p: RoomPayload = payload(command, body)?;
@@ -257,8 +273,59 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
         other => {
             return Err(ApiError::bad_request(format!(
                 "unknown command '{other}'; known: stream.create, stream.get_or_create, stream.publish, \
-                 stream.consume, stream.history, stream.stats, stream.list, stream.delete, kv.set, kv.get, kv.del, \
-                 kv.delete, kv.exists"
+                 stream.consume, stream.history, stream.stats, stream.list, stream.delete, stream.consumer.*, \
+                 kv.set, kv.get, kv.del, kv.delete, kv.exists"
+            )))
+        }
+    };
+    Ok(Payload::Value(value))
+}
+
+/// `stream.consumer.create|list|info|fetch|ack|nak|delete`: the REST
+/// operations of `/stream/{room}/consumers`, with `room` and `name` in the
+/// payload beside the REST body's fields.
+async fn consumer_command(
+    app: &AppState,
+    caller: &Caller,
+    command: &str,
+    operation: &str,
+    body: Value,
+) -> Result<Payload, ApiError> {
+    if operation == "list" {
+        let p: RoomPayload = payload(command, body)?;
+        input::room_name(&p.room)?;
+        caller.require(Action::Subscribe, Some(&p.room))?;
+        return Ok(Payload::Value(json!({ "consumers": app.consumers.list(&p.room)? })));
+    }
+    let (room, name, rest) = consumer_payload(command, caller, body)?;
+    let value = match operation {
+        "create" => {
+            let (created, info) = put_consumer(app, caller, &room, &name, payload(command, rest)?).await?;
+            json!({ "created": created, "consumer": info })
+        }
+        "info" => json!(app.consumers.info(&room, &name)?),
+        "delete" => {
+            app.consumers.delete(&room, &name).await?;
+            json!({ "deleted": true, "room": room, "name": name })
+        }
+        "fetch" => {
+            let body: FetchBody = payload(command, rest)?;
+            let (max, wait) = body.limits()?;
+            let fetched = app.consumers.fetch(&room, &name, max, wait).await?;
+            return Ok(Payload::Text(fetched_json(&room, &fetched)));
+        }
+        "ack" => {
+            let (offsets, _) = payload::<SettleBody>(command, rest)?.validate(false)?;
+            json!({ "acked": app.consumers.ack(&room, &name, offsets).await? })
+        }
+        "nak" => {
+            let (offsets, delay) = payload::<SettleBody>(command, rest)?.validate(true)?;
+            json!({ "naked": app.consumers.nak(&room, &name, offsets, delay).await? })
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown command 'stream.consumer.{other}'; known: stream.consumer.create, list, info, fetch, ack, \
+                 nak, delete"
             )))
         }
     };

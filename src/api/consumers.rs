@@ -34,6 +34,31 @@ fn consumer_path(
     Ok((room, name))
 }
 
+/// Checks `room` and `name` and that the caller may read the room (the
+/// command endpoint's way in).
+pub(super) fn checked_target(caller: &Caller, room: &str, name: &str) -> Result<(), ApiError> {
+    input::room_name(room)?;
+    input::consumer_name(name)?;
+    caller.require(Action::Subscribe, Some(room))
+}
+
+/// Creates or updates the consumer; says whether it created it, and how
+/// it is now. Shared by REST and `stream.consumer.create`.
+pub(super) async fn put_consumer(
+    app: &AppState,
+    caller: &Caller,
+    room: &str,
+    name: &str,
+    body: ConsumerBody,
+) -> Result<(bool, ConsumerInfo), ApiError> {
+    if let Some(target) = body.dead_letter() {
+        caller.require(Action::Publish, Some(target))?;
+    }
+    let config = body.into_config(room)?;
+    let created = app.consumers.put(room, name, config).await?;
+    Ok((created, app.consumers.info(room, name)?))
+}
+
 /// `PUT /stream/{room}/consumers/{name}`: creates (201) or updates (200);
 /// answers the consumer.
 pub async fn put(
@@ -44,13 +69,9 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     let (room, name) = consumer_path(&caller, path)?;
     let body = ConsumerBody::parse(&body?)?;
-    if let Some(target) = body.dead_letter() {
-        caller.require(Action::Publish, Some(target))?;
-    }
-    let config = body.into_config(&room)?;
-    let created = app.consumers.put(&room, &name, config).await?;
+    let (created, info) = put_consumer(&app, &caller, &room, &name, body).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(app.consumers.info(&room, &name)?)).into_response())
+    Ok((status, Json(info)).into_response())
 }
 
 /// `GET /stream/{room}/consumers`: `{"consumers":[...]}`.

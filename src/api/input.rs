@@ -492,12 +492,16 @@ impl FetchBody {
     pub fn parse(body: &[u8]) -> Result<(u32, Duration), ApiError> {
         let parsed: FetchBody =
             if body.iter().all(u8::is_ascii_whitespace) { FetchBody { max: None, wait_ms: None } } else { json(body)? };
-        fetch_limits(parsed.max, parsed.wait_ms)
+        parsed.limits()
+    }
+
+    /// Checks `max` (default 1) and `wait_ms` (default 0).
+    pub fn limits(self) -> Result<(u32, Duration), ApiError> {
+        fetch_limits(self.max, self.wait_ms)
     }
 }
 
-/// Checks a fetch's `max` (default 1) and `wait_ms` (default 0).
-pub fn fetch_limits(max: Option<u32>, wait_ms: Option<u64>) -> Result<(u32, Duration), ApiError> {
+fn fetch_limits(max: Option<u32>, wait_ms: Option<u64>) -> Result<(u32, Duration), ApiError> {
     let max = max.unwrap_or(1);
     if !(1..=MAX_FETCH).contains(&max) {
         return Err(ApiError::bad_request(format!("max must be 1 to {MAX_FETCH}")));
@@ -526,7 +530,7 @@ impl SettleBody {
 }
 
 /// Checks the offsets of an ack or nak: 1 to [`MAX_SETTLE_OFFSETS`].
-pub fn settle_offsets(offsets: Vec<u64>) -> Result<Vec<u64>, ApiError> {
+fn settle_offsets(offsets: Vec<u64>) -> Result<Vec<u64>, ApiError> {
     if offsets.is_empty() || offsets.len() > MAX_SETTLE_OFFSETS {
         return Err(ApiError::bad_request(format!("offsets must hold 1 to {MAX_SETTLE_OFFSETS} offsets")));
     }
@@ -534,7 +538,7 @@ pub fn settle_offsets(offsets: Vec<u64>) -> Result<Vec<u64>, ApiError> {
 }
 
 /// Checks a nak's `delay_ms` (an ack has none).
-pub fn settle_delay(nak: bool, delay_ms: Option<u64>) -> Result<Duration, ApiError> {
+fn settle_delay(nak: bool, delay_ms: Option<u64>) -> Result<Duration, ApiError> {
     match (nak, delay_ms) {
         (false, Some(_)) => Err(ApiError::bad_request("delay_ms belongs to nak, not ack")),
         (_, Some(ms)) if ms > MAX_ACK_WAIT_MS => {
