@@ -76,6 +76,37 @@ async fn client_subcommands_against_a_one_node_cluster() {
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["leader"], 1);
+
+    // Durable consumers: add, consume (look, then ack), info, ls, rm.
+    let (code, out, err) =
+        synap_async(s(&["consumer", "add", "cli-room", "audit", "--start", "earliest", "--url", &url])).await;
+    assert_eq!(code, 0, "consumer add: {err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((created["name"].clone(), created["lag"].clone()), (serde_json::json!("audit"), serde_json::json!(1)));
+    let (code, out, err) = synap_async(s(&["consume", "cli-room", "audit", "--no-ack", "--url", &url])).await;
+    assert_eq!(code, 0, "consume --no-ack: {err}");
+    let looked: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((looked["offset"].clone(), looked["delivery"].clone()), (serde_json::json!(0), serde_json::json!(1)));
+    let (code, out, err) = synap_async(s(&["consume", "cli-room", "audit", "--url", &url])).await;
+    assert_eq!(code, 0, "consume: {err}");
+    let taken: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((taken["offset"].clone(), taken["delivery"].clone()), (serde_json::json!(0), serde_json::json!(2)));
+    let (code, out, _) = synap_async(s(&["consumer", "info", "cli-room", "audit", "--url", &url])).await;
+    assert_eq!(code, 0);
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((info["acked"].clone(), info["lag"].clone()), (serde_json::json!(1), serde_json::json!(0)));
+    let (code, out, _) = synap_async(s(&["consume", "cli-room", "audit", "--wait-ms", "0", "--url", &url])).await;
+    assert_eq!((code, out.as_str()), (0, ""), "nothing left to consume");
+    let (code, out, _) = synap_async(s(&["consumer", "ls", "cli-room", "--url", &url])).await;
+    assert_eq!((code, out.lines().count()), (0, 1));
+    let (code, _, err) = synap_async(s(&["consumer", "add", "cli-room", "x", "--start", "soon", "--url", &url])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--start 'soon'"), "stderr: {err}");
+    let (code, _, _) = synap_async(s(&["consumer", "rm", "cli-room", "audit", "--url", &url])).await;
+    assert_eq!(code, 0);
+    let (code, _, err) = synap_async(s(&["consumer", "info", "cli-room", "audit", "--url", &url])).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: 404"), "stderr: {err}");
     node.kill();
 }
 

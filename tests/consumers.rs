@@ -71,6 +71,16 @@ async fn an_unacked_message_is_redelivered_then_dead_lettered_and_a_nak_brings_o
     assert_eq!(consumer.ack(&[next.offset]).await.unwrap(), 0, "a second ack finds nothing pending");
     let stats = client.stats("payments").await.unwrap();
     assert_eq!(stats.consumers, vec!["billing".to_owned()]);
+    let (status, metrics) = raw(reqwest::Method::GET, &format!("{}/metrics", cluster.nodes[0].url), None).await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    for line in [
+        r#"synap_consumer_dead_lettered{room="payments",consumer="billing"} 1"#,
+        r#"synap_consumer_redelivered{room="payments",consumer="billing"} 3"#,
+        r#"synap_consumer_lag{room="payments",consumer="billing"} 0"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line} in /metrics:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

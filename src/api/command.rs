@@ -16,8 +16,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::auth::{self, Action, Caller};
-use super::error::ApiError;
 use super::consumers::{checked_target, put_consumer};
+use super::error::ApiError;
 use super::event_json::{consume_json, fetched_json, page_json};
 use super::input::{self, EventParts, FetchBody, KvSetBody, SettleBody};
 use super::stream;

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -38,7 +39,39 @@ pub async fn metrics(caller: Caller, State(app): State<AppState>) -> Result<Resp
     let published: u64 = rooms.iter().map(|r| r.published_total).sum();
     gauge(&mut registry, "events_published", "Events ever published over all rooms", published as i64);
     gauge(&mut registry, "subscribers", "Live subscribers on this node", node.hub.subscribers() as i64);
+    register_consumers(&mut registry, &app, &rooms)?;
     let mut text = String::new();
     encode(&mut text, &registry).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
+}
+
+/// Labels of a per-consumer series.
+type ConsumerLabels = Vec<(&'static str, String)>;
+
+/// Per durable consumer: lag, pending, redeliveries, dead letters, missed.
+fn register_consumers(
+    registry: &mut Registry,
+    app: &AppState,
+    rooms: &[crate::command::RoomInfo],
+) -> Result<(), ApiError> {
+    let series: [(&str, &str, fn(&crate::protocol::ConsumerInfo) -> u64); 5] = [
+        ("consumer_lag", "Matching events a durable consumer has not finished", |c| c.lag),
+        ("consumer_pending", "Messages delivered and not yet acked", |c| c.pending),
+        ("consumer_redelivered", "Deliveries after the first of a message", |c| c.redelivered),
+        ("consumer_dead_lettered", "Messages moved to the dead-letter room", |c| c.dead_lettered),
+        ("consumer_missed", "Events trimmed before they were done", |c| c.missed),
+    ];
+    let families: Vec<Family<ConsumerLabels, Gauge>> = series.iter().map(|_| Family::default()).collect();
+    for room in rooms {
+        for consumer in app.consumers.list(&room.name)? {
+            let labels = vec![("room", room.name.clone()), ("consumer", consumer.name.clone())];
+            for ((_, _, value), family) in series.iter().zip(&families) {
+                family.get_or_create(&labels).set(value(&consumer) as i64);
+            }
+        }
+    }
+    for ((name, help, _), family) in series.iter().zip(families) {
+        registry.register(*name, *help, family);
+    }
+    Ok(())
 }

@@ -64,6 +64,99 @@ pub struct TailArgs {
     /// API key, sent as a bearer token.
     #[arg(long, env = "SYNAP_API_KEY")]
     api_key: Option<String>,
+    /// Follow through this durable consumer instead: print and ack what it
+    /// hands out, across workers and restarts (`--from` and `--types` are
+    /// the consumer's settings then).
+    #[arg(long, conflicts_with_all = ["from", "types"])]
+    consumer: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumerArgs {
+    #[command(subcommand)]
+    command: ConsumerCommand,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsumerCommand {
+    /// Create a durable consumer, or change its settings (its position
+    /// stays).
+    Add {
+        /// The room.
+        room: String,
+        /// The consumer's name.
+        name: String,
+        #[command(flatten)]
+        settings: ConsumerSettingsArgs,
+    },
+    /// List a room's consumers, one JSON object per line.
+    Ls {
+        /// The room.
+        room: String,
+    },
+    /// Show a consumer's position and counters.
+    Info {
+        /// The room.
+        room: String,
+        /// The consumer.
+        name: String,
+    },
+    /// Delete a consumer.
+    Rm {
+        /// The room.
+        room: String,
+        /// The consumer.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ConsumerSettingsArgs {
+    /// Where it starts: earliest, latest or an offset.
+    #[arg(long)]
+    start: Option<String>,
+    /// Only these event types.
+    #[arg(long)]
+    types: Option<String>,
+    /// How long a fetched message stays leased, in ms.
+    #[arg(long)]
+    ack_wait_ms: Option<u64>,
+    /// Deliveries before a message is dead-lettered (0: unlimited).
+    #[arg(long)]
+    max_deliver: Option<u32>,
+    /// Room for messages out of deliveries.
+    #[arg(long)]
+    dead_letter: Option<String>,
+    /// Most messages delivered and not yet acked.
+    #[arg(long)]
+    max_ack_pending: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The room.
+    room: String,
+    /// The durable consumer to fetch from.
+    name: String,
+    /// Most messages to fetch.
+    #[arg(long, default_value_t = 10)]
+    max: u32,
+    /// How long to wait for a message when none is ready, in ms.
+    #[arg(long, default_value_t = 1000)]
+    wait_ms: u64,
+    /// Only look: hand the messages back at once instead of acking them
+    /// (their delivery count still grows).
+    #[arg(long)]
+    no_ack: bool,
+    /// Base URLs of the nodes, comma-separated; the consumer moves to the
+    /// next one when a node goes away.
+    #[arg(long, env = "SYNAP_URL", default_value = "http://127.0.0.1:15500", value_delimiter = ',')]
+    url: Vec<String>,
+    /// API key, sent as a bearer token.
+    #[arg(long, env = "SYNAP_API_KEY")]
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +332,16 @@ pub async fn tail(args: TailArgs) -> Result<(), String> {
 
     let from = StartAt::from_query(args.from);
     let client = Client::cluster(&args.url).with_api_key(args.api_key);
+    if let Some(name) = &args.consumer {
+        let consumer = client.consumer(&args.room, name);
+        loop {
+            // A closed stdout ends the tail (the messages printed so far
+            // are acked; the rest come back when their lease ends).
+            if !print_and_settle(&consumer, 100, std::time::Duration::from_secs(5), true).await? {
+                return Ok(());
+            }
+        }
+    }
     let options = SubscribeOptions { types: args.types };
     let mut stdout = std::io::stdout().lock();
     client
@@ -262,6 +365,94 @@ pub async fn tail(args: TailArgs) -> Result<(), String> {
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Fetches once from `consumer`, prints each message as a JSON line, then
+/// acks them (or, without `ack`, hands them back). False once stdout is
+/// closed.
+async fn print_and_settle(
+    consumer: &crate::client::Consumer,
+    max: u32,
+    wait: std::time::Duration,
+    ack: bool,
+) -> Result<bool, String> {
+    use std::io::Write;
+
+    let fetch = consumer.fetch(max, wait).await.map_err(|e| e.to_string())?;
+    for gap in &fetch.missed {
+        eprintln!("missed: offsets {}..{} were trimmed before they were done", gap.from, gap.to);
+    }
+    let mut printed = Vec::new();
+    let mut open = true;
+    {
+        let mut stdout = std::io::stdout().lock();
+        for message in &fetch.messages {
+            let line = serde_json::to_string(message).map_err(|e| e.to_string())?;
+            if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+                open = false;
+                break;
+            }
+            printed.push(message.event.offset);
+        }
+    }
+    if !printed.is_empty() {
+        if ack {
+            consumer.ack(&printed).await.map_err(|e| e.to_string())?;
+        } else {
+            consumer.nak(&printed, std::time::Duration::ZERO).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(open)
+}
+
+pub async fn consumer(args: ConsumerArgs) -> Result<(), String> {
+    use crate::client::{ConsumerOptions, NamedStart, StartSpec};
+
+    let client = args.client.client();
+    match args.command {
+        ConsumerCommand::Add { room, name, settings } => {
+            let start = match settings.start.as_deref() {
+                None => None,
+                Some("earliest") => Some(StartSpec::Named(NamedStart::Earliest)),
+                Some("latest") => Some(StartSpec::Named(NamedStart::Latest)),
+                Some(offset) => Some(StartSpec::Offset(
+                    offset.parse().map_err(|_| format!("--start '{offset}' is not earliest, latest or an offset"))?,
+                )),
+            };
+            let options = ConsumerOptions {
+                start,
+                types: settings.types,
+                ack_wait_ms: settings.ack_wait_ms,
+                max_deliver: settings.max_deliver,
+                dead_letter: settings.dead_letter,
+                max_ack_pending: settings.max_ack_pending,
+            };
+            print_json(&client.consumer(&room, &name).create(&options).await.map_err(|e| e.to_string())?)
+        }
+        ConsumerCommand::Ls { room } => {
+            for info in client.consumers(&room).await.map_err(|e| e.to_string())? {
+                println!("{}", serde_json::to_string(&info).map_err(|e| e.to_string())?);
+            }
+            Ok(())
+        }
+        ConsumerCommand::Info { room, name } => {
+            print_json(&client.consumer(&room, &name).info().await.map_err(|e| e.to_string())?)
+        }
+        ConsumerCommand::Rm { room, name } => {
+            client.consumer(&room, &name).delete().await.map_err(|e| e.to_string())?;
+            println!("deleted");
+            Ok(())
+        }
+    }
+}
+
+/// `synap consume`: one fetch, printed, then acked (or handed back).
+pub async fn consume(args: ConsumeArgs) -> Result<(), String> {
+    let client = Client::cluster(&args.url).with_api_key(args.api_key);
+    let consumer = client.consumer(&args.room, &args.name);
+    print_and_settle(&consumer, args.max, std::time::Duration::from_millis(args.wait_ms), !args.no_ack)
+        .await
+        .map(|_| ())
 }
 
 pub async fn rooms(args: ClientArgs) -> Result<(), String> {

@@ -42,6 +42,11 @@ enum Command {
     Rooms(client_cmds::ClientArgs),
     /// Show a room's statistics.
     Stats(client_cmds::StatsArgs),
+    /// Create, list, inspect or delete durable consumers.
+    Consumer(client_cmds::ConsumerArgs),
+    /// Fetch from a durable consumer, print the messages (JSON lines) and
+    /// ack them.
+    Consume(client_cmds::ConsumeArgs),
     /// Inspect or change the cluster.
     Cluster(client_cmds::ClusterArgs),
     /// Exit 0 if the node is ready (has a leader and is caught up).
@@ -216,6 +221,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Tail(args) => client_cmds::tail(args).await,
         Command::Rooms(args) => client_cmds::rooms(args).await,
         Command::Stats(args) => client_cmds::stats(args).await,
+        Command::Consumer(args) => client_cmds::consumer(args).await,
+        Command::Consume(args) => client_cmds::consume(args).await,
         Command::Cluster(args) => client_cmds::cluster(args).await,
         Command::Health(args) => client_cmds::health(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -77,6 +77,12 @@ impl Client {
     pub fn consumer(&self, room: &str, name: &str) -> Consumer {
         Consumer { client: self.clone(), room: room.into(), name: name.into(), node: Arc::default() }
     }
+
+    /// The consumers of `room`, by name.
+    pub async fn consumers(&self, room: &str) -> Result<Vec<ConsumerInfo>, ClientError> {
+        let answer: Value = self.get(&format!("/stream/{room}/consumers")).await?;
+        serde_json::from_value(answer["consumers"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
 }
 
 /// Whether an error may go away on another node: the node is unreachable
