@@ -48,13 +48,16 @@ pub async fn metrics(caller: Caller, State(app): State<AppState>) -> Result<Resp
 /// Labels of a per-consumer series.
 type ConsumerLabels = Vec<(&'static str, String)>;
 
+/// A per-consumer series: name, help, and how to read it off a consumer.
+type ConsumerSeries = (&'static str, &'static str, fn(&crate::protocol::ConsumerInfo) -> u64);
+
 /// Per durable consumer: lag, pending, redeliveries, dead letters, missed.
 fn register_consumers(
     registry: &mut Registry,
     app: &AppState,
     rooms: &[crate::command::RoomInfo],
 ) -> Result<(), ApiError> {
-    let series: [(&str, &str, fn(&crate::protocol::ConsumerInfo) -> u64); 5] = [
+    let series: [ConsumerSeries; 5] = [
         ("consumer_lag", "Matching events a durable consumer has not finished", |c| c.lag),
         ("consumer_pending", "Messages delivered and not yet acked", |c| c.pending),
         ("consumer_redelivered", "Deliveries after the first of a message", |c| c.redelivered),
