@@ -363,3 +363,137 @@ async fn two_workers_on_different_nodes_share_the_work_through_a_leader_kill() {
         (json!(EVENTS), json!(0), json!(0))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_push_socket_never_has_more_than_max_ack_pending_messages_unacked() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    const EVENTS: u64 = 50;
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(WAIT).await;
+    let client = cluster.nodes[1].client();
+    let consumer = client.consumer("clicks", "analytics");
+    let options = ConsumerOptions { max_ack_pending: Some(10), ack_wait_ms: Some(60_000), ..Default::default() };
+    consumer.create(&options).await.expect("create");
+    for i in 0..EVENTS {
+        client.publish("clicks", "page.viewed", &json!({ "i": i }), None, None).await.expect("publish");
+    }
+    let url = format!("{}/stream/clicks/consumers/analytics/ws", cluster.nodes[1].url.replacen("http://", "ws://", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+    let mut unacked: BTreeSet<u64> = BTreeSet::new();
+    let mut received: BTreeSet<u64> = BTreeSet::new();
+    let mut most_unacked = 0;
+    let mut held_back = false;
+    while received.len() < EVENTS as usize {
+        let next = tokio::time::timeout(WAIT, socket.next()).await.expect("a frame within the wait");
+        let Some(Ok(Message::Text(text))) = next else { panic!("socket ended: {next:?}") };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        match frame["type"].as_str() {
+            Some("message") => {
+                let offset = frame["offset"].as_u64().unwrap();
+                assert_eq!(frame["delivery"], 1, "nothing is redelivered within the lease");
+                assert!(received.insert(offset), "offset {offset} came twice");
+                unacked.insert(offset);
+                most_unacked = most_unacked.max(unacked.len());
+                assert!(unacked.len() <= 10, "{} messages out unacked", unacked.len());
+            }
+            Some("acked") => {
+                for offset in frame["offsets"].as_array().unwrap() {
+                    unacked.remove(&offset.as_u64().unwrap());
+                }
+            }
+            other => panic!("unexpected frame {other:?}: {frame}"),
+        }
+        if unacked.len() == 10 && !held_back {
+            // Hold all ten: the server has leased all it may, whoever asks.
+            held_back = true;
+            let info = consumer.info().await.unwrap();
+            assert_eq!((info.pending, info.delivered), (10, 10));
+            let fetch = client.consumer("clicks", "analytics").fetch(5, Duration::ZERO).await.unwrap();
+            assert!(fetch.messages.is_empty(), "a fetch got {} past max_ack_pending", fetch.messages.len());
+        }
+        if unacked.len() == 10 {
+            // Ack three at a time: at most three more come.
+            let three: Vec<u64> = unacked.iter().take(3).copied().collect();
+            let frame = json!({ "type": "ack", "offsets": three });
+            socket.send(Message::Text(frame.to_string().into())).await.unwrap();
+            for offset in three {
+                unacked.remove(&offset);
+            }
+        }
+    }
+    assert_eq!(most_unacked, 10);
+    let rest: Vec<u64> = unacked.iter().copied().collect();
+    socket.send(Message::Text(json!({ "type": "ack", "offsets": rest }).to_string().into())).await.unwrap();
+    let info = client.consumer("clicks", "analytics");
+    wait_for(WAIT, "every message acked", || {
+        let info = info.clone();
+        async move { info.info().await.is_ok_and(|i| i.acked == EVENTS && i.pending == 0) }
+    })
+    .await;
+    socket.send(Message::Text(r#"{"type":"ack"}"#.into())).await.unwrap();
+    let error = loop {
+        let next = tokio::time::timeout(WAIT, socket.next()).await.expect("an answer");
+        let Some(Ok(Message::Text(text))) = next else { panic!("socket ended: {next:?}") };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["type"] == "error" {
+            break frame;
+        }
+    };
+    assert_eq!(error["status"], 400, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn push_delivery_moves_to_another_node_when_its_node_dies() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use synap::client::Settle;
+
+    const EVENTS: u64 = 300;
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(WAIT).await;
+    let leader = cluster.leader(WAIT).await;
+    let doomed = cluster.nodes.iter().map(|n| n.id).find(|id| *id != leader).unwrap();
+    let mut urls = vec![cluster.node(doomed).url.clone()];
+    urls.extend(cluster.urls().into_iter().filter(|u| *u != cluster.node(doomed).url));
+    let client = Client::cluster(&urls);
+    let consumer = client.consumer("clicks", "analytics");
+    let options = ConsumerOptions { ack_wait_ms: Some(2_000), max_ack_pending: Some(20), ..Default::default() };
+    consumer.create(&options).await.expect("create");
+    let publisher = cluster.node(leader).client();
+    let publishing = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            publisher.publish("clicks", "page.viewed", &json!({ "i": i }), None, None).await.expect("publish");
+        }
+    });
+    let handled = Arc::new(Mutex::new(BTreeSet::new()));
+    let count = Arc::new(AtomicU64::new(0));
+    let pushing = {
+        let (handled, count, consumer) = (handled.clone(), count.clone(), consumer.clone());
+        tokio::spawn(async move {
+            consumer
+                .push(|message| {
+                    let mut handled = handled.lock().unwrap();
+                    handled.insert(message.event.offset);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if handled.len() as u64 == EVENTS {
+                        Settle::Stop
+                    } else {
+                        Settle::Ack
+                    }
+                })
+                .await
+        })
+    };
+    let counter = count.clone();
+    wait_for(WAIT, "a third of the events pushed", || {
+        let counter = counter.clone();
+        async move { counter.load(Ordering::SeqCst) >= EVENTS / 3 }
+    })
+    .await;
+    cluster.node_mut(doomed).kill();
+    publishing.await.expect("publisher");
+    tokio::time::timeout(Duration::from_secs(60), pushing).await.expect("push ends").expect("task").expect("push");
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(handled, (0..EVENTS).collect::<BTreeSet<u64>>(), "every event handled");
+}

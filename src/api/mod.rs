@@ -9,6 +9,7 @@
 mod admin;
 pub mod auth;
 mod command;
+mod consumer_ws;
 mod consumers;
 pub mod error;
 pub mod event_json;
@@ -104,6 +105,7 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
         .route("/stream/{room}/consumers/{name}/fetch", post(consumers::fetch))
         .route("/stream/{room}/consumers/{name}/ack", post(consumers::ack))
         .route("/stream/{room}/consumers/{name}/nak", post(consumers::nak))
+        .route("/stream/{room}/consumers/{name}/ws", get(consumer_ws::push_ws))
         .route("/publish/ws", get(publish_ws::publish_ws))
         .route("/api/v1/command", post(command::command))
         .route("/kv/set", post(kv::set_route))

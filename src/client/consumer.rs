@@ -197,3 +197,94 @@ impl Consumer {
         })
     }
 }
+
+/// What a push handler does with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done with it.
+    Ack,
+    /// Give it back, deliverable again after this delay.
+    Nak(Duration),
+    /// Neither: it comes back when its lease ends.
+    Leave,
+    /// Leave it and end the push loop.
+    Stop,
+}
+
+impl Consumer {
+    /// Push delivery: streams leased messages over a WebSocket to
+    /// `handler` and acks or naks each as it answers, until it answers
+    /// [`Settle::Stop`]. When the node goes away the loop moves to the
+    /// next one (in the order given to [`Client::cluster`]); messages
+    /// leased to the lost connection come back when their lease ends. Ends
+    /// with an error only if the consumer (or its room) is deleted.
+    pub async fn push<F>(&self, mut handler: F) -> Result<(), ClientError>
+    where
+        F: FnMut(ConsumedMessage) -> Settle,
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+
+        let nodes = &self.client.nodes;
+        let mut failures = 0usize;
+        loop {
+            let index = self.node.load(Ordering::Relaxed) % nodes.len();
+            let request = self.client.websocket_request(&nodes[index], &self.path("/ws"))?;
+            let connected =
+                tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request)).await;
+            let lost = match connected {
+                Ok(Ok((mut socket, _))) => {
+                    failures = 0;
+                    loop {
+                        let text = match socket.next().await {
+                            Some(Ok(Message::Text(text))) => text,
+                            Some(Ok(Message::Close(_))) | None => break "closed by the node".to_owned(),
+                            Some(Ok(_)) => continue,
+                            Some(Err(e)) => break e.to_string(),
+                        };
+                        let frame: Value =
+                            serde_json::from_str(&text).map_err(|e| ClientError::Decode(format!("frame: {e}")))?;
+                        match frame["type"].as_str() {
+                            Some("message") => {
+                                let message: ConsumedMessage = serde_json::from_value(frame)
+                                    .map_err(|e| ClientError::Decode(format!("message frame: {e}")))?;
+                                let offset = message.event.offset;
+                                let answer = match handler(message) {
+                                    Settle::Ack => json!({ "type": "ack", "offsets": [offset] }),
+                                    Settle::Nak(delay) => json!({
+                                        "type": "nak", "offsets": [offset], "delay_ms": delay.as_millis() as u64
+                                    }),
+                                    Settle::Leave => continue,
+                                    Settle::Stop => {
+                                        let _ = socket.close(None).await;
+                                        return Ok(());
+                                    }
+                                };
+                                if let Err(e) = socket.send(Message::Text(answer.to_string().into())).await {
+                                    break e.to_string();
+                                }
+                            }
+                            Some("error") if frame["status"] == 404 => {
+                                let message = frame["error"].as_str().unwrap_or("consumer deleted").to_owned();
+                                return Err(ClientError::Http { status: 404, message });
+                            }
+                            Some("error") => break frame["error"].as_str().unwrap_or("error frame").to_owned(),
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) if response.status() == 404 => {
+                    return Err(ClientError::Http { status: 404, message: format!("{}: no such consumer", self.name) });
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "connect timed out".to_owned(),
+            };
+            tracing::debug!("push delivery of {}/{} on {} ended: {lost}", self.room, self.name, nodes[index]);
+            let _ = self.node.compare_exchange(index, index + 1, Ordering::Relaxed, Ordering::Relaxed);
+            failures += 1;
+            if failures >= nodes.len() {
+                tokio::time::sleep(Duration::from_millis(100 << (failures / nodes.len()).min(4))).await;
+            }
+        }
+    }
+}

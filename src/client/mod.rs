@@ -24,7 +24,7 @@ use crate::node::cluster::ClusterStatus;
 pub use crate::protocol::{RoomStats, StartAt};
 
 pub use consumer::{
-    ConsumedMessage, Consumer, ConsumerInfo, ConsumerOptions, ConsumerSettings, Fetch, NamedStart, StartSpec,
+    ConsumedMessage, Consumer, ConsumerInfo, ConsumerOptions, ConsumerSettings, Fetch, NamedStart, Settle, StartSpec,
 };
 pub use publish::{Landed, PublishAck, PublishReceiver, PublishSender, PublishStream, Refused, MAX_IN_FLIGHT};
 pub use subscribe::{Received, SubscribeOptions};
