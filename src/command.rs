@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 /// 1: rooms, publish, KV, `Expire`. 2: `Trim`. 3: `Identify`, `Register`.
 /// 4: `PackEvents` (and the chunked event format it switches on, which
 /// older versions cannot read). 5: durable consumers (`PutConsumer`,
-/// `DeleteConsumer`, `Lease`, `Ack`, `Nak`).
+/// `DeleteConsumer`, `Lease`, `Ack`, `Nak`) and `RaiseProtocol`.
 pub const PROTOCOL: u32 = 5;
 
 /// The protocol that durable consumers need: the API refuses consumer
@@ -161,6 +161,14 @@ pub enum Request {
     /// 4). Proposed once, when every member speaks protocol 4; events
     /// stored before stay as they are.
     PackEvents,
+    /// Record in the state that every member speaks protocol `to` (at
+    /// least): from then on requests of that protocol are proposed even
+    /// while a member is down, and versions before it must not run again
+    /// (protocol 5).
+    RaiseProtocol {
+        /// The protocol every member reported.
+        to: u32,
+    },
     /// Create a durable consumer of a room, or change the settings of an
     /// existing one (its position stays) (protocol 5).
     PutConsumer {
@@ -367,6 +375,11 @@ pub enum Reply {
         /// False if the node is not a member or has another incarnation
         /// recorded.
         accepted: bool,
+    },
+    /// Answer to `RaiseProtocol`: the protocol the state records now.
+    Protocol {
+        /// The recorded protocol.
+        now: u32,
     },
     /// Answer to `PutConsumer`.
     Consumer {

@@ -263,6 +263,9 @@ async fn two_workers_on_different_nodes_share_the_work_through_a_leader_kill() {
     const EVENTS: u64 = 5_000;
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_ready(WAIT).await;
+    // Until the cluster records protocol 5, a member that is down blocks
+    // consumers (it might be an older version).
+    cluster.wait_protocol(5, WAIT).await;
     let leader = cluster.leader(WAIT).await;
     let followers: Vec<u64> = cluster.nodes.iter().map(|n| n.id).filter(|id| *id != leader).collect();
     let setup = cluster.node(leader).client();
@@ -452,6 +455,7 @@ async fn push_delivery_moves_to_another_node_when_its_node_dies() {
     const EVENTS: u64 = 300;
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_ready(WAIT).await;
+    cluster.wait_protocol(5, WAIT).await;
     let leader = cluster.leader(WAIT).await;
     let doomed = cluster.nodes.iter().map(|n| n.id).find(|id| *id != leader).unwrap();
     let mut urls = vec![cluster.node(doomed).url.clone()];

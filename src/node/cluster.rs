@@ -115,6 +115,10 @@ pub struct ClusterStatus {
     /// before protocol 4 may run as a member.
     #[serde(default)]
     pub packed: bool,
+    /// The protocol the replicated state records every member speaks (0
+    /// until the leader recorded one; see `RaiseProtocol`).
+    #[serde(default)]
+    pub protocol: u32,
 }
 
 /// Opens the node's storage and starts Raft. Forming or joining a cluster
@@ -513,6 +517,7 @@ impl Node {
             id: self.id(),
             cluster: self.store.cluster_id().ok().flatten(),
             packed: self.store.packed().unwrap_or(false),
+            protocol: self.store.protocol().unwrap_or(0),
             state: format!("{:?}", metrics.state),
             leader: metrics.current_leader,
             term: metrics.current_term,

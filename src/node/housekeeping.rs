@@ -15,8 +15,12 @@
 //! It also dead-letters consumer messages whose last delivery's lease
 //! ended (an empty `Lease`), so that they move without a fetch.
 //!
+//! Once every member speaks this version's protocol, the leader records it
+//! in the state (`RaiseProtocol`): requests that need it are then proposed
+//! even while a member is down.
+//!
 //! `Trim` is protocol 2, `Identify` and `Register` 3, `PackEvents` 4,
-//! consumers 5:
+//! consumers and `RaiseProtocol` 5:
 //! each is proposed only once every member says it speaks it, so that a
 //! rolling upgrade never commits an entry an older member cannot apply (or
 //! state it cannot read: events stored packed).
@@ -29,7 +33,7 @@ use tokio::time::Instant;
 use super::{identity, Node};
 use crate::base_url::BaseUrl;
 use crate::clock;
-use crate::command::{Request, CONSUMERS_PROTOCOL};
+use crate::command::{Request, CONSUMERS_PROTOCOL, PROTOCOL};
 
 /// How often the leader proposes its housekeeping.
 pub const EVERY: Duration = Duration::from_secs(1);
@@ -84,7 +88,12 @@ pub async fn run(node: Weak<Node>) {
         if node.all_members_speak(3).await {
             record_identities(&node).await;
         }
-        if node.all_members_speak(CONSUMERS_PROTOCOL).await {
+        if node.store.protocol().is_ok_and(|p| p < PROTOCOL) && node.all_members_speak(PROTOCOL).await {
+            if let Err(e) = node.proposer.propose(Request::RaiseProtocol { to: PROTOCOL }).await {
+                tracing::debug!("protocol proposal: {e}");
+            }
+        }
+        if node.store.protocol().is_ok_and(|p| p >= CONSUMERS_PROTOCOL) {
             dead_letter_due(&node, now).await;
         }
         if matches!(node.store.packed(), Ok(false)) && node.all_members_speak(4).await {

@@ -16,13 +16,16 @@ use crate::peer::Lane;
 /// How long a "every member speaks protocol N" answer is trusted.
 const TRUST_YES: Duration = Duration::from_secs(60);
 /// How long until members that did not all speak it are asked again.
-const TRUST_NO: Duration = Duration::from_secs(2);
+const TRUST_NO: Duration = Duration::from_millis(500);
 
 /// The newest protocol every member speaks, as last asked, and when.
 #[derive(Default)]
 pub(super) struct MemberProtocols {
     /// When, for which membership (its log index), the common protocol.
     answer: Option<(Instant, Option<u64>, u32)>,
+    /// What each member (by URL) last said: a member that is down counts
+    /// with it (versions are never downgraded; docs/operations.md).
+    last_said: std::collections::HashMap<String, u32>,
 }
 
 impl MemberProtocols {
@@ -43,8 +46,13 @@ impl MemberProtocols {
         }
         let mut common = PROTOCOL;
         for url in urls {
-            // A member that cannot be asked counts as speaking nothing new.
-            common = common.min(member_protocol(node, &url).await.unwrap_or(0));
+            // A member that cannot be asked counts with what it last said,
+            // or as speaking nothing new if it never answered.
+            let said = match member_protocol(node, &url).await {
+                Some(protocol) => *self.last_said.entry(url.as_str().to_owned()).insert_entry(protocol).get(),
+                None => self.last_said.get(url.as_str()).copied().unwrap_or(0),
+            };
+            common = common.min(said);
         }
         self.answer = Some((Instant::now(), membership_at, common));
         common >= protocol

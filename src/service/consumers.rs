@@ -58,9 +58,13 @@ impl Consumers {
         Self { node }
     }
 
-    /// Writes a consumer request once every member can apply it.
+    /// Writes a consumer request once every member can apply it: the
+    /// state says so (recorded once all members reported it, so a member
+    /// that is down later does not stop consumers), or, before that is
+    /// recorded, every member says so now.
     async fn write(&self, request: Request) -> Result<Reply, ServiceError> {
-        if !self.node.all_members_speak(CONSUMERS_PROTOCOL).await {
+        let recorded = self.node.store.protocol()? >= CONSUMERS_PROTOCOL;
+        if !recorded && !self.node.all_members_speak(CONSUMERS_PROTOCOL).await {
             return Err(WriteError::Unavailable(format!(
                 "durable consumers need every member to speak protocol {CONSUMERS_PROTOCOL}: finish the upgrade"
             ))

@@ -26,6 +26,8 @@ pub(crate) const MEMBERSHIP: &[u8] = b"m:membership";
 pub(crate) const CLOCK: &[u8] = b"m:clock";
 /// `m:` Present once events are stored in chunks (protocol 4).
 pub(crate) const PACKED: &[u8] = b"m:packed";
+/// `m:` The protocol every member was last seen to speak (`RaiseProtocol`).
+pub(crate) const PROTOCOL: &[u8] = b"m:protocol";
 /// `m:` The cluster's id, set once.
 pub(crate) const CLUSTER: &[u8] = b"m:cluster";
 pub(crate) const INCARNATION_PREFIX: &[u8] = b"n:";

@@ -322,6 +322,13 @@ impl Store {
         Ok(self.tree.contains_key(keys::PACKED)?)
     }
 
+    /// The protocol the state records every member speaks (0 before any
+    /// `RaiseProtocol`).
+    pub fn protocol(&self) -> Result<u32, StoreError> {
+        let _reading = self.reading();
+        Ok(self.tree.get(keys::PROTOCOL)?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(0))
+    }
+
     /// The cluster's id, once the cluster named itself.
     pub fn cluster_id(&self) -> Result<Option<String>, StoreError> {
         let _reading = self.reading();

@@ -188,6 +188,21 @@ impl Cluster {
         }
     }
 
+    /// Waits until every running node's state records that all members
+    /// speak `protocol` (the leader records it within a second or two of
+    /// forming the cluster): features of that protocol then go on while a
+    /// member is down.
+    pub async fn wait_protocol(&self, protocol: u32, timeout: Duration) {
+        for node in self.running() {
+            let client = node.client();
+            wait_for(timeout, &format!("node {} to record protocol {protocol}", node.id), || {
+                let client = client.clone();
+                async move { client.cluster_status().await.is_ok_and(|s| s.protocol >= protocol) }
+            })
+            .await;
+        }
+    }
+
     /// The leader id as the running nodes agree on it.
     pub async fn leader(&self, timeout: Duration) -> u64 {
         let clients: Vec<Client> = self.running().map(|n| n.client()).collect();

@@ -52,6 +52,7 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Expire),
         Just(Request::Trim),
         Just(Request::PackEvents),
+        (4u32..6).prop_map(|to| Request::RaiseProtocol { to }),
         // Weighted up: a third of the requests, so that leases meet acks,
         // naks, retention and room deletions within one log.
         consumer_request(),

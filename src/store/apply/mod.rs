@@ -152,6 +152,8 @@ pub struct Applier {
     packed: bool,
     /// Durable consumers by (room id, name).
     consumers: HashMap<(u64, String), LiveConsumer>,
+    /// The protocol recorded by `RaiseProtocol`.
+    protocol: u32,
 }
 
 impl Applier {
@@ -189,7 +191,9 @@ impl Applier {
         }
         let members = BTreeSet::new();
         let packed = tree.contains_key(keys::PACKED)?;
-        let applier = Self { store, rooms, retired_generations, next_room_id, clock, members, packed, consumers };
+        let protocol = tree.get(keys::PROTOCOL)?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(0);
+        let applier =
+            Self { store, rooms, retired_generations, next_room_id, clock, members, packed, consumers, protocol };
         applier.purge_deleted_rooms()?;
         Ok(applier)
     }
@@ -265,6 +269,13 @@ impl Applier {
                         self.packed = true;
                     }
                     Reply::Packed
+                }
+                Request::RaiseProtocol { to } => {
+                    if *to > self.protocol {
+                        self.protocol = *to;
+                        batch.batch.insert(keys::PROTOCOL, codec::encode(to)?);
+                    }
+                    Reply::Protocol { now: self.protocol }
                 }
                 Request::PutConsumer { room, name, config, create_missing } => {
                     self.put_consumer(batch, room, name, config, *create_missing, command.timestamp_ms)?
