@@ -126,6 +126,17 @@ async fn bad_consumer_requests_get_a_4xx_and_change_nothing() {
     let client = cluster.nodes[0].client();
     let info = client.consumer("orders", "email").info().await.unwrap();
     assert_eq!((info.delivered, info.pending, info.config.start), (0, 0, StartSpec::Named(NamedStart::Latest)));
+
+    // A fetch with nothing ready waits for an event (sent while the fetch
+    // is on its way or waiting, it answers with the event, not empty).
+    let waiting = {
+        let consumer = client.consumer("orders", "email");
+        tokio::spawn(async move { consumer.fetch(5, Duration::from_secs(20)).await })
+    };
+    let published = client.publish("orders", "order.created", &json!({ "late": true }), None, None).await.unwrap();
+    let fetched = waiting.await.expect("task").expect("fetch");
+    let got: Vec<u64> = fetched.messages.iter().map(|m| m.event.offset).collect();
+    assert_eq!(got, vec![published.offset]);
 }
 
 /// Every running node's view of the consumer, once they all agree.

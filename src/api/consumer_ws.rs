@@ -18,7 +18,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -26,7 +25,7 @@ use super::auth::Caller;
 use super::consumers::checked_target;
 use super::error::ApiError;
 use super::event_json::write_event_fields;
-use super::input::{SettleBody, MAX_FETCH};
+use super::input::{KeyOnlyQuery, SettleBody, MAX_FETCH};
 use super::AppState;
 use crate::service::consumers::Message as Leased;
 
@@ -34,21 +33,12 @@ use crate::service::consumers::Message as Leased;
 /// (the loop also notices a closed connection then).
 const POLL: Duration = Duration::from_secs(5);
 
-/// Query of the push socket: only the key.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushQuery {
-    /// Read by the `Caller` extractor.
-    #[serde(rename = "api_key")]
-    _api_key: Option<String>,
-}
-
 /// `GET /stream/{room}/consumers/{name}/ws`
 pub async fn push_ws(
     caller: Caller,
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<PushQuery>, QueryRejection>,
+    query: Result<Query<KeyOnlyQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Path((room, name)) = path?;

@@ -28,9 +28,7 @@ fn consumer_path(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<(String, String), ApiError> {
     let Path((room, name)) = path?;
-    input::room_name(&room)?;
-    input::consumer_name(&name)?;
-    caller.require(Action::Subscribe, Some(&room))?;
+    checked_target(caller, &room, &name)?;
     Ok((room, name))
 }
 
@@ -127,11 +125,7 @@ pub async fn ack(
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (room, name) = consumer_path(&caller, path)?;
-    let body: SettleBody = input::json(&body?)?;
-    let (offsets, _) = body.validate(false)?;
-    let acked = app.consumers.ack(&room, &name, offsets).await?;
-    Ok(Json(json!({ "acked": acked })))
+    settle(caller, app, path, body, false).await
 }
 
 /// `POST .../nak` `{"offsets":[...],"delay_ms"?}`: `{"naked": n}`.
@@ -141,9 +135,22 @@ pub async fn nak(
     path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    settle(caller, app, path, body, true).await
+}
+
+async fn settle(
+    caller: Caller,
+    app: AppState,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+    nak: bool,
+) -> Result<Json<Value>, ApiError> {
     let (room, name) = consumer_path(&caller, path)?;
     let body: SettleBody = input::json(&body?)?;
-    let (offsets, delay) = body.validate(true)?;
-    let naked = app.consumers.nak(&room, &name, offsets, delay).await?;
-    Ok(Json(json!({ "naked": naked })))
+    let (offsets, delay) = body.validate(nak)?;
+    Ok(Json(if nak {
+        json!({ "naked": app.consumers.nak(&room, &name, offsets, delay).await? })
+    } else {
+        json!({ "acked": app.consumers.ack(&room, &name, offsets).await? })
+    }))
 }

@@ -403,6 +403,15 @@ mod tests {
     }
 }
 
+/// The query of a route that takes nothing but the key (`api_key`, read
+/// by the `Caller` extractor): anything else is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyOnlyQuery {
+    #[serde(rename = "api_key")]
+    _api_key: Option<String>,
+}
+
 /// Most messages one fetch may ask for.
 pub const MAX_FETCH: u32 = 1000;
 /// Longest a fetch may wait for messages, in milliseconds.

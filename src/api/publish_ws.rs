@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::auth::{Action, Caller};
 use super::error::ApiError;
-use super::input::{self, EventParts};
+use super::input::{self, EventParts, KeyOnlyQuery};
 use super::AppState;
 use crate::command::{NewEvent, MAX_REQUEST_BYTES};
 
@@ -39,15 +39,6 @@ pub const MAX_QUEUED: usize = 1024;
 /// Bytes of events one round carries at most (a round's request for one
 /// room is one log entry, bounded like a batch).
 pub const MAX_ROUND_BYTES: usize = MAX_REQUEST_BYTES;
-
-/// Query of `/publish/ws`: only the key.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishQuery {
-    /// Read by the `Caller` extractor.
-    #[serde(rename = "api_key")]
-    _api_key: Option<String>,
-}
 
 /// One publish frame.
 #[derive(Deserialize)]
@@ -74,7 +65,7 @@ struct Queued {
 pub async fn publish_ws(
     caller: Caller,
     State(app): State<AppState>,
-    query: Result<Query<PublishQuery>, QueryRejection>,
+    query: Result<Query<KeyOnlyQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     query?;
