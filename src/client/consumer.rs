@@ -117,6 +117,18 @@ impl Consumer {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, ClientError> {
+        self.call_within(method, path, body, None).await
+    }
+
+    /// [`Consumer::call`] with a request timeout other than the client's
+    /// (a long poll needs its wait on top).
+    async fn call_within<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<T, ClientError> {
         let nodes = &self.client.nodes;
         let deadline = tokio::time::Instant::now() + FAILOVER_FOR;
         loop {
@@ -125,6 +137,9 @@ impl Consumer {
             let mut request = self.client.http.request(method.clone(), &url);
             if let Some(body) = body {
                 request = request.json(body);
+            }
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
             }
             match self.client.send(request, &url).await {
                 Err(e) if worth_another_node(&e) && tokio::time::Instant::now() < deadline => {
@@ -160,7 +175,10 @@ impl Consumer {
     /// 30 s) when none is ready.
     pub async fn fetch(&self, max: u32, wait: Duration) -> Result<Fetch, ClientError> {
         let body = json!({ "max": max, "wait_ms": wait.as_millis() as u64 });
-        self.call(reqwest::Method::POST, &self.path("/fetch"), Some(&body)).await
+        // The wait, plus the time a lease takes to commit (at most the
+        // server's write timeout) and some.
+        let timeout = wait + Duration::from_secs(30);
+        self.call_within(reqwest::Method::POST, &self.path("/fetch"), Some(&body), Some(timeout)).await
     }
 
     /// Acks `offsets`; answers how many were pending. Returns once the

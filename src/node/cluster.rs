@@ -487,11 +487,20 @@ impl Node {
         if membership.get_node(&id).is_none() {
             return Err(AdminError::NotFound(format!("node {id} is not a member")));
         }
-        if membership.voter_ids().any(|v| v == id) {
-            self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await
+        let change = if membership.voter_ids().any(|v| v == id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
-            self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let leaving = id == self.id();
+        if leaving {
+            self.proposer.step_down_in(Some(self.raft.metrics().borrow().current_term));
         }
+        let removed = self.change_membership(change).await;
+        if leaving && removed.is_err() {
+            self.proposer.step_down_in(None);
+        }
+        removed
     }
 
     /// Where this node stands in the cluster.

@@ -8,6 +8,7 @@
 //! are in flight new requests pile up and form the next, larger batch, so the
 //! batch size grows with the load by itself.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,9 @@ struct Pending {
 pub struct Proposer {
     queue: mpsc::UnboundedSender<Pending>,
     budget: Budget,
+    /// The term in which this leader is removing itself (`u64::MAX`: none):
+    /// see [`Proposer::step_down_in`].
+    stepping_down: Arc<AtomicU64>,
 }
 
 impl Proposer {
@@ -95,8 +99,19 @@ impl Proposer {
     ) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let clock = ClusterClock { last: 0, applied };
-        tokio::spawn(run(raft, rx, dedup_window.as_millis() as u64, give_up, clock));
-        Self { queue, budget: Budget::new(max_queued_bytes) }
+        let stepping_down = Arc::new(AtomicU64::new(u64::MAX));
+        tokio::spawn(run(raft, rx, dedup_window.as_millis() as u64, give_up, clock, stepping_down.clone()));
+        Self { queue, budget: Budget::new(max_queued_bytes), stepping_down }
+    }
+
+    /// This leader is about to remove itself in `term` (`None`: it is not
+    /// after all): until the term ends it refuses new requests as not
+    /// taken, so that none of its entries follow the membership change that
+    /// removes it. Entries after that change may commit or not once it
+    /// steps down, and their clients would hear "outcome unknown"; entries
+    /// before it commit with it.
+    pub fn step_down_in(&self, term: Option<u64>) {
+        self.stepping_down.store(term.unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
     /// Proposes `request` and waits until it is applied on this node.
@@ -155,6 +170,7 @@ async fn run(
     dedup_window_ms: u64,
     give_up: Duration,
     mut clock: ClusterClock,
+    stepping_down: Arc<AtomicU64>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carried: Option<Pending> = None;
@@ -191,7 +207,8 @@ async fn run(
         // here, then truncated", and with five or more voters such an entry
         // may still commit elsewhere: that is reported as unknown below.
         let metrics = raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(metrics.id) {
+        let leaving = stepping_down.load(Ordering::SeqCst) == metrics.current_term;
+        if metrics.current_leader != Some(metrics.id) || leaving {
             let leader = metrics
                 .current_leader
                 .and_then(|id| metrics.membership_config.membership().get_node(&id).cloned().map(|node| (id, node)));
