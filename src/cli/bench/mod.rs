@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::base_url::BaseUrl;
 use clap::{Args, Subcommand};
 
+mod consume;
 mod nats;
 
 #[derive(Debug, Args)]
@@ -44,6 +45,9 @@ enum Scenario {
     /// The shapes of `publish` against a NATS JetStream stream, to compare
     /// both systems with one load generator.
     Nats(nats::NatsBench),
+    /// Competing workers of one durable consumer fetch and ack a loaded
+    /// room until every event is done.
+    Consume(consume::ConsumeBench),
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +107,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         Scenario::Publish(bench) => publish(bench, args.api_key.as_deref()).await,
         Scenario::Fanout(bench) => fanout(bench, args.api_key.as_deref()).await,
         Scenario::Nats(bench) => nats::run(bench).await,
+        Scenario::Consume(bench) => consume::run(bench, args.api_key.as_deref()).await,
     }
 }
 
