@@ -7,9 +7,13 @@ standard library only: a durable consumer `email` on `system-events`.
 Run two copies: they share the work (each message is leased to one fetch at
 a time) and between them send every email once. A message can still come
 twice (a copy that dies after sending and before acking), so each handler
-first claims the message with `kv.set` `nx` and a 24 h TTL; a copy that
-finds the claim taken skips it. Messages are acked once handled; one not
-acked comes back after `ack_wait_ms`.
+first claims the message with `kv.set` `nx` and a 24 h TTL, the value being
+this copy's own token; a copy that finds the claim taken by another token
+skips it (its own token means a claim whose answer was lost and that was
+retried on another node). Messages are acked once handled; one not acked
+comes back after `ack_wait_ms`. (A copy that dies between its claim and the
+email leaves that email unsent: a real service would claim for the length
+of a lease and mark the email sent afterwards.)
 """
 
 import argparse
@@ -17,7 +21,9 @@ import json
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 
 ROOM = "system-events"
 CONSUMER = "email"
@@ -55,10 +61,12 @@ class Cluster:
 
 
 class EmailService:
-    def __init__(self, cluster, name, work_ms):
+    def __init__(self, cluster, name, work_ms, ack_wait_ms):
         self.cluster = cluster
         self.name = name
+        self.token = f"{name}:{uuid.uuid4().hex}"
         self.work_ms = work_ms
+        self.ack_wait_ms = ack_wait_ms
         self.handlers = {
             "user.registered": self.send_welcome_email,
             "order.created": self.send_order_confirmation,
@@ -76,12 +84,22 @@ class EmailService:
 
     def claim(self, message):
         """True if this copy is the first to handle the message."""
-        body = {"key": f"email-service:sent:{message['id']}", "value": self.name, "ttl": 86400, "nx": True}
-        return self.cluster.call("POST", "/kv/set", body)["written"]
+        key = f"email-service:sent:{message['id']}"
+        body = {"key": key, "value": self.token, "ttl": 86400, "nx": True}
+        if self.cluster.call("POST", "/kv/set", body)["written"]:
+            return True
+        # Taken: by another copy, or by this one in an attempt whose answer
+        # was lost when its node died (the call was retried elsewhere).
+        try:
+            held = self.cluster.call("GET", f"/kv/get/{urllib.parse.quote(key, safe='')}?consistency=strong")
+        except RuntimeError:
+            return False  # gone (expired): someone handled it a day ago
+        return held.get("value") == self.token
 
     def run(self, idle_exit):
         types = ",".join(self.handlers)
-        self.cluster.call("PUT", f"/stream/{ROOM}/consumers/{CONSUMER}", {"types": types, "ack_wait_ms": 10000})
+        settings = {"types": types, "ack_wait_ms": self.ack_wait_ms}
+        self.cluster.call("PUT", f"/stream/{ROOM}/consumers/{CONSUMER}", settings)
         print(f"[{self.name}] listening on consumer {CONSUMER}", flush=True)
         idle_since = time.monotonic()
         while idle_exit is None or time.monotonic() - idle_since < idle_exit:
@@ -104,10 +122,17 @@ def main():
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--name", default="email-1", help="this copy's name, in its output")
     parser.add_argument("--work-ms", type=int, default=20, help="how long sending one email takes")
-    parser.add_argument("--idle-exit", type=float, default=None, help="stop after this many idle seconds")
+    parser.add_argument("--ack-wait-ms", type=int, default=30000, help="how long a fetched message is ours")
+    parser.add_argument(
+        "--idle-exit",
+        type=float,
+        default=None,
+        help="stop after this many idle seconds (more than the ack wait: a message whose fetch answer was lost "
+        "comes back only then)",
+    )
     args = parser.parse_args()
     cluster = Cluster(args.url.split(","), args.api_key)
-    EmailService(cluster, args.name, args.work_ms).run(args.idle_exit)
+    EmailService(cluster, args.name, args.work_ms, args.ack_wait_ms).run(args.idle_exit)
 
 
 if __name__ == "__main__":

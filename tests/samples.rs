@@ -103,8 +103,12 @@ async fn the_sample_services_work_together_through_a_node_loss() {
                 name,
                 "--work-ms",
                 "30",
+                // A message whose fetch answer was lost with the node comes
+                // back when its lease ends: stay longer than that.
+                "--ack-wait-ms",
+                "2000",
                 "--idle-exit",
-                "4",
+                "5",
             ]))
         })
         .collect();
