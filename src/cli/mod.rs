@@ -115,9 +115,9 @@ pub struct ServeArgs {
     /// entries; 0 = never.
     #[arg(long, env = "SYNAP_SNAPSHOT_EVERY", default_value_t = 20_000)]
     snapshot_every: u64,
-    /// Threads running the node's async work; 0 = one fewer than the
-    /// cores (at least one), leaving a core to the log's fsync thread and
-    /// the kernel's network work.
+    /// Threads running the node's async work; 0 = one per core. Fewer can
+    /// serve synchronous publishers faster when nodes share cores
+    /// (docs/performance.md).
     #[arg(long, env = "SYNAP_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
     /// UNSAFE, for testing the durability checks only: never fsync. A
@@ -193,19 +193,10 @@ impl ServeArgs {
 
 impl Cli {
     /// How many runtime worker threads the command wants; `None` leaves
-    /// tokio's default (one per core), which suits the client commands.
-    ///
-    /// A node does best with fewer: measured with three nodes on two cores,
-    /// one worker per node instead of two served 64 synchronous publishers
-    /// ~20% faster (fewer context switches), and pipelined and batch
-    /// publishing the same (docs/performance.md).
+    /// tokio's default (one per core).
     pub fn worker_threads(&self) -> Option<usize> {
         match &self.command {
             Command::Serve(args) if args.worker_threads > 0 => Some(args.worker_threads),
-            Command::Serve(_) => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                Some(cores.saturating_sub(1).max(1))
-            }
             _ => None,
         }
     }
