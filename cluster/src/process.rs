@@ -178,19 +178,25 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let log = dir.path().join("sleep.log");
         let mut process = Process::new(Path::new("sh"), vec!["-c".into(), "echo started; exec sleep 30".into()], log);
+        let wait_log = |process: &Process, expected: &str| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process.log_tail(5) != expected {
+                assert!(Instant::now() < deadline, "log {expected:?}; log: {:?}", process.log_tail(5));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
         process.start().unwrap();
         assert!(process.is_running());
         assert!(process.start().is_err(), "one child at a time");
+        // Paused (and then stopped) before its echo, the shell would never
+        // log: wait for it first.
+        wait_log(&process, "started");
         process.pause().unwrap();
         assert!(process.is_paused());
         process.stop(Duration::from_secs(5));
         assert!(!process.is_running() && !process.is_paused());
         process.start().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process.log_tail(5) != "started\nstarted" {
-            assert!(Instant::now() < deadline, "both starts logged; log: {:?}", process.log_tail(5));
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_log(&process, "started\nstarted");
         let pid = process.pid();
         assert_eq!(process.kill(), pid);
         assert_eq!(process.kill(), None);

@@ -247,6 +247,12 @@ impl Cluster {
 
     pub fn dump_logs(&self) {
         for node in &self.nodes {
+            // A panic's message may be far above the last lines.
+            let whole = node.log_tail(usize::MAX);
+            let panics: Vec<&str> = whole.lines().filter(|l| l.contains("panicked")).take(20).collect();
+            if !panics.is_empty() {
+                eprintln!("----- node {} panics -----\n{}", node.id, panics.join("\n"));
+            }
             eprintln!("----- node {} log (last 40 lines) -----\n{}", node.id, node.log_tail(40));
         }
     }
