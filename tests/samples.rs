@@ -28,6 +28,8 @@ fn example(name: &str) -> PathBuf {
 struct Running {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Ends once the program's stdout closes.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -36,12 +38,12 @@ impl Running {
         let stdout = child.stdout.take().expect("stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
-        Running { child, lines }
+        Running { child, lines, reader: Some(reader) }
     }
 
     fn lines(&self) -> Vec<String> {
@@ -54,8 +56,10 @@ impl Running {
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 assert!(status.success(), "{what} exited with {status}; output:\n{}", self.lines().join("\n"));
-                // The reader thread has the last lines once the pipe closes.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Every line is in once the reader has seen the pipe close.
+                if let Some(reader) = self.reader.take() {
+                    tokio::task::spawn_blocking(move || reader.join()).await.expect("join").expect("reader");
+                }
                 return self.lines();
             }
             if tokio::time::Instant::now() > deadline {

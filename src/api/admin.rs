@@ -29,7 +29,7 @@ pub async fn status(caller: Caller, State(app): State<AppState>) -> Result<Json<
     Ok(Json(app.node.status()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct InitBody {
     #[serde(default)]
@@ -45,8 +45,7 @@ pub async fn init(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Action::Admin, None)?;
     let body = body?;
-    let parsed: InitBody =
-        if body.iter().all(u8::is_ascii_whitespace) { InitBody { members: None } } else { input::json(&body)? };
+    let parsed: InitBody = input::json_or_default(&body)?;
     let node = &app.node;
     let members = parsed.members.unwrap_or_else(|| {
         if node.config.peers.is_empty() {

@@ -9,7 +9,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -18,6 +18,7 @@ use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::event_json::fetched_json;
 use super::input::{self, ConsumerBody, FetchBody, SettleBody};
+use super::stream::json_text;
 use super::AppState;
 use crate::protocol::ConsumerInfo;
 
@@ -115,7 +116,7 @@ pub async fn fetch(
     let (room, name) = consumer_path(&caller, path)?;
     let (max, wait) = FetchBody::parse(&body?)?;
     let fetched = app.consumers.fetch(&room, &name, max, wait).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], fetched_json(&room, &fetched)).into_response())
+    Ok(json_text(fetched_json(&room, &fetched)))
 }
 
 /// `POST .../ack` `{"offsets":[...]}`: `{"acked": n}`, once committed.

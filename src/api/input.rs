@@ -123,6 +123,15 @@ pub fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Parses an optional JSON body: empty (or blank) means `T::default()`.
+pub fn json_or_default<'a, T: Deserialize<'a> + Default>(body: &'a [u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        json(body)
+    }
+}
+
 impl EventBody<'_> {
     /// Validates the event for `room` and turns it into a [`NewEvent`],
     /// generating an id if the client gave none.
@@ -234,8 +243,7 @@ pub struct RoomConfigBody {
 impl RoomConfigBody {
     /// Parses an optional body (empty means defaults).
     pub fn parse(body: &[u8]) -> Result<RoomConfig, ApiError> {
-        let parsed: RoomConfigBody =
-            if body.iter().all(u8::is_ascii_whitespace) { Self::default() } else { json(body)? };
+        let parsed: RoomConfigBody = json_or_default(body)?;
         room_config(parsed.max_events, parsed.max_age_secs)
     }
 }
@@ -438,11 +446,7 @@ pub struct ConsumerBody {
 impl ConsumerBody {
     /// Parses an optional body (empty means defaults).
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            Ok(Self::default())
-        } else {
-            json(body)
-        }
+        json_or_default(body)
     }
 
     /// The settings for a consumer of `room`, defaults filled in
@@ -489,7 +493,7 @@ impl ConsumerBody {
 }
 
 /// Body of `POST .../fetch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FetchBody {
     max: Option<u32>,
@@ -499,9 +503,7 @@ pub struct FetchBody {
 impl FetchBody {
     /// Parses an optional body; answers (max messages, wait).
     pub fn parse(body: &[u8]) -> Result<(u32, Duration), ApiError> {
-        let parsed: FetchBody =
-            if body.iter().all(u8::is_ascii_whitespace) { FetchBody { max: None, wait_ms: None } } else { json(body)? };
-        parsed.limits()
+        json_or_default::<FetchBody>(body)?.limits()
     }
 
     /// Checks `max` (default 1) and `wait_ms` (default 0).

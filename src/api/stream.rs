@@ -26,7 +26,8 @@ fn room_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
     Ok(room)
 }
 
-fn json_text(text: String) -> Response {
+/// An answer whose JSON was rendered as text already (events).
+pub(super) fn json_text(text: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
