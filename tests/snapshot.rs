@@ -1,6 +1,7 @@
 //! Snapshots and log purge: a node that joins after the log was purged
 //! receives the state as a snapshot, keeps it across a crash, and serves the
-//! same history as everyone else.
+//! same history as everyone else; snapshots written while publishes go on
+//! hold the state of their own point, not a mix of before and after.
 
 mod common;
 
@@ -58,4 +59,50 @@ async fn a_late_joiner_installs_a_snapshot_and_keeps_it_after_a_crash() {
     let histories_after = histories(&cluster, &room_names, &acks, Duration::from_secs(30)).await;
     check_acks(&acks, &histories_after);
     assert_eq!(histories_after["snap-a"][&4].last().map(|e| e.offset), Some(after.offset));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_written_under_load_hold_their_point_and_a_joiner_installs_one() {
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let rooms = vec!["pit-a".to_owned(), "pit-b".to_owned()];
+    let load = Load::start(8, cluster.urls(), rooms.clone());
+    load.wait_acks(1_500, Duration::from_secs(120)).await;
+
+    // Every node writes a snapshot while the publishers go on: events are
+    // applied during each write, and must not leak into it.
+    let mut built = Vec::new();
+    for node in &cluster.nodes {
+        let client = node.client();
+        built.push(tokio::spawn(async move { client.snapshot().await }));
+    }
+    for (node, answer) in cluster.nodes.iter().zip(built) {
+        let answer = answer.await.expect("snapshot task").unwrap_or_else(|e| panic!("node {}: {e}", node.id));
+        let index = answer["snapshot_index"].as_u64();
+        assert!(index.is_some_and(|i| i > 0), "node {} answered {answer}", node.id);
+    }
+    let after = load.ack_count() + 500;
+    load.wait_acks(after, Duration::from_secs(120)).await;
+
+    // A node joining now cannot get the purged log: it installs one of
+    // those snapshots, then applies what came after it.
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let leader_client = cluster.node(leader).client();
+    wait_for(Duration::from_secs(30), "the leader to purge its log behind its snapshot", || {
+        let c = leader_client.clone();
+        async move { c.cluster_status().await.is_ok_and(|s| s.purged_index.is_some()) }
+    })
+    .await;
+    let via = cluster.nodes[0].url.clone();
+    cluster.add_joining_node(4, &via);
+    wait_voter(&cluster.node(4).client(), 4, Duration::from_secs(60)).await;
+    let joined = cluster.node(4).client().cluster_status().await.expect("status of node 4");
+    assert!(joined.snapshot_index.is_some(), "node 4 caught up without a snapshot: {joined:?}");
+    let more = load.ack_count() + 200;
+    load.wait_acks(more, Duration::from_secs(120)).await;
+
+    let acks: Vec<Ack> = load.stop().await.into_iter().map(|a| a.ack).collect();
+    let histories = histories(&cluster, &rooms, &acks, Duration::from_secs(60)).await;
+    assert_eq!(histories["pit-a"].len(), 4, "every node, the joiner too, is compared");
+    check_acks(&acks, &histories);
 }

@@ -29,6 +29,14 @@ pub async fn status(caller: Caller, State(app): State<AppState>) -> Result<Json<
     Ok(Json(app.node.status()))
 }
 
+/// `POST /admin/snapshot`: this node builds a snapshot now and purges
+/// its log behind it; answers once the file is written.
+pub async fn snapshot(caller: Caller, State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Action::Admin, None)?;
+    let index = app.node.snapshot().await?;
+    Ok(Json(json!({ "id": app.node.id(), "snapshot_index": index })))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct InitBody {

@@ -118,6 +118,7 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
         .route("/admin/cluster/learners", post(admin::add_learner))
         .route("/admin/cluster/voters", post(admin::promote))
         .route("/admin/cluster/members/{id}", delete(admin::remove))
+        .route("/admin/snapshot", post(admin::snapshot))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(public_limit));
 

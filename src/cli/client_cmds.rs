@@ -220,6 +220,8 @@ enum ClusterCommand {
         /// Its id.
         id: u64,
     },
+    /// Have the node (--url) build a snapshot now and purge its log behind it.
+    Snapshot,
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
@@ -474,6 +476,7 @@ pub async fn cluster(args: ClusterArgs) -> Result<(), String> {
         ClusterCommand::AddLearner { id, url } => client.add_learner(id, &url).await,
         ClusterCommand::Promote { id } => client.promote(id).await,
         ClusterCommand::Remove { id } => client.remove(id).await,
+        ClusterCommand::Snapshot => client.snapshot().await,
     };
     print_json(&answer.map_err(|e| e.to_string())?)
 }

@@ -257,6 +257,11 @@ impl Client {
         self.post("/admin/cluster/voters", &serde_json::json!({ "id": id })).await
     }
 
+    /// Has the node build a snapshot now; answers once it is written.
+    pub async fn snapshot(&self) -> Result<Value, ClientError> {
+        self.post("/admin/snapshot", &serde_json::json!({})).await
+    }
+
     /// Removes a member.
     pub async fn remove(&self, id: u64) -> Result<Value, ClientError> {
         let url = self.base.join(&format!("/admin/cluster/members/{id}"));

@@ -32,6 +32,9 @@ use crate::store::{database, Database, Store, StoreError};
 /// answers "try again" (`--join` does).
 const PROMOTE_WAIT: Duration = Duration::from_secs(30);
 
+/// How long `POST /admin/snapshot` waits for the snapshot to be written.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
+
 /// sled's page cache.
 const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -501,6 +504,20 @@ impl Node {
             self.proposer.step_down_in(None);
         }
         removed
+    }
+
+    /// Builds a snapshot of this node's state now (the log behind it is
+    /// purged after) and answers its last index once it is written.
+    pub async fn snapshot(&self) -> Result<Option<u64>, AdminError> {
+        let applied = self.raft.metrics().borrow().last_applied.map(|id| id.index);
+        self.raft.trigger().snapshot().await.map_err(|e| AdminError::Unavailable(format!("cannot snapshot: {e}")))?;
+        let built = self
+            .raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(|m| m.snapshot.map(|id| id.index) >= applied, "snapshot built")
+            .await
+            .map_err(|e| AdminError::Unavailable(format!("snapshot not built within {SNAPSHOT_WAIT:?}: {e}")))?;
+        Ok(built.snapshot.map(|id| id.index))
     }
 
     /// Where this node stands in the cluster.

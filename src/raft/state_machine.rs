@@ -9,12 +9,14 @@
 //! installed.
 //!
 //! Snapshots are files (`snapshot/current.snap`, format in
-//! `store::snapshot`): built from a consistent point between two applies,
+//! `store::snapshot`): the state as of a point between two applies, written
+//! from a point-in-time view (`store::point_in_time`) while applies go on,
 //! streamed to followers in chunks by openraft, and installed by replacing the
 //! whole applied state. An install in progress is marked on disk and redone
 //! at start-up if a crash interrupted it.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -29,7 +31,7 @@ use tokio::sync::watch;
 use super::{Entry, LogId, Node, NodeId, StorageError, TypeConfig};
 use crate::command::Reply;
 use crate::hub::Hub;
-use crate::store::{keys, snapshot, Applier, ApplyBatch, Store, StoreError};
+use crate::store::{keys, snapshot, Applier, ApplyBatch, PointInTime, Store, StoreError};
 use crate::{codec, durable};
 
 type Membership = StoredMembership<NodeId, Node>;
@@ -41,6 +43,8 @@ const CURRENT: &str = "current.snap";
 const INSTALLING: &str = "installing";
 /// A snapshot being received from the leader.
 const RECEIVING: &str = "receiving.snap";
+/// A snapshot being written by this node.
+const BUILDING: &str = "building.snap";
 
 /// Every node of `membership`, voters and learners.
 fn member_ids(membership: &Membership) -> std::collections::BTreeSet<u64> {
@@ -81,6 +85,9 @@ pub struct StateMachine {
     /// The latest command timestamp applied, for the proposer's clock.
     clock: watch::Sender<u64>,
     hub: Arc<Hub>,
+    /// Held by the snapshot being built, and by an install (which must not
+    /// replace the state under a build's view).
+    building: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn sm_err(verb: ErrorVerb, e: StoreError) -> StorageError {
@@ -133,7 +140,8 @@ impl StateMachine {
         let (applied, _) = watch::channel(index);
         let (clock, _) = watch::channel(applier.clock());
         let snapshot_dir = snapshot_dir.to_owned();
-        Ok(Self { store, applier, last_applied, membership, snapshot_dir, applied, clock, hub })
+        let building = Arc::default();
+        Ok(Self { store, applier, last_applied, membership, snapshot_dir, applied, clock, hub, building })
     }
 
     /// Follows the last applied log index.
@@ -183,6 +191,7 @@ impl StateMachine {
 
     /// Installs the snapshot received in `data`.
     async fn install(&mut self, meta: &Meta, mut data: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        let _no_build = self.building.clone().lock_owned().await;
         let receiving = self.snapshot_dir.join(RECEIVING);
         data.flush().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
         let mut data = data.into_std().await;
@@ -257,45 +266,109 @@ impl StateMachine {
         self.snapshot_dir.join(CURRENT)
     }
 
-    fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    /// Opens the view a snapshot is written from: called between two
+    /// applies, the only consistent point. Applies wait only for the
+    /// checkpoint; the snapshot is written while they go on.
+    async fn begin_snapshot(&mut self) -> SnapshotBuilder {
+        // One build at a time, and no install while one runs.
+        let building = self.building.clone().lock_owned().await;
+        let paused = Instant::now();
+        // openraft purges the log behind the snapshot once it is built: the
+        // state that log would be re-applied onto after a power cut must be
+        // durable by then, and it is cheapest to make it so here, where
+        // nothing writes.
+        let store = self.store.clone();
+        if let Err(e) = tokio::task::block_in_place(|| store.checkpoint()) {
+            self.store.distrust();
+            return SnapshotBuilder { job: Err(Some(sm_err(ErrorVerb::Write, e))) };
+        }
         let last = self.last_applied;
         let snapshot_id = match &last {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, uuid::Uuid::new_v4().simple()),
             None => format!("empty-{}", uuid::Uuid::new_v4().simple()),
         };
         let meta = Meta { last_log_id: last, last_membership: self.membership.clone(), snapshot_id };
-        let header = codec::encode(&meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let tmp = self.snapshot_dir.join("building.snap");
-        let started = std::time::Instant::now();
-        let records = snapshot::dump(&self.store, &header, &tmp).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        std::fs::rename(&tmp, self.current_path())
-            .and_then(|()| durable::sync_dir(&self.snapshot_dir))
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        // openraft purges the log behind the snapshot next: the state it
-        // would be re-applied onto after a power cut must be durable first.
-        self.store.checkpoint().map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        tracing::info!(
-            index = last.map(|id| id.index),
-            records,
-            took_ms = started.elapsed().as_millis() as u64,
-            "snapshot built"
-        );
-        let file = std::fs::File::open(self.current_path()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
+        let view = PointInTime::open(&self.store);
+        let applies_paused = paused.elapsed();
+        let job = SnapshotJob { view, meta, dir: self.snapshot_dir.clone(), applies_paused, _building: building };
+        SnapshotBuilder { job: Ok(Some(job)) }
     }
 }
 
-/// Hands openraft a snapshot that was already written when the builder was
-/// made: the state is only consistent between two applies.
+/// A snapshot to write from a point-in-time view, off the state machine.
+struct SnapshotJob {
+    view: PointInTime,
+    meta: Meta,
+    dir: PathBuf,
+    /// How long applies waited for the view to open.
+    applies_paused: Duration,
+    _building: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl SnapshotJob {
+    /// Writes the snapshot file and makes it the current one. Blocking.
+    fn write(self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let header = codec::encode(&self.meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let building = self.dir.join(BUILDING);
+        let current = self.dir.join(CURRENT);
+        let started = Instant::now();
+        let records = snapshot::dump(&self.view, &header, &building).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        std::fs::rename(&building, &current)
+            .and_then(|()| durable::sync_dir(&self.dir))
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tracing::info!(
+            index = self.meta.last_log_id.map(|id| id.index),
+            records,
+            took_ms = started.elapsed().as_millis() as u64,
+            applies_paused_ms = self.applies_paused.as_millis() as u64,
+            "snapshot built"
+        );
+        let file = std::fs::File::open(&current).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Snapshot { meta: self.meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
+    }
+}
+
+/// Lowers the calling thread's CPU priority (Linux nice values are per
+/// thread). Best effort: a failure only means the snapshot competes equally.
+fn lower_priority() {
+    const NICENESS: libc::c_int = 19;
+    // SAFETY: gettid and setpriority take no pointers and only affect
+    // the calling thread.
+    let failed = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICENESS) != 0
+    };
+    if failed {
+        tracing::debug!("cannot lower the snapshot thread's priority: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Writes a snapshot from the view opened when openraft asked for the
+/// builder, on a blocking thread, while applies go on.
 pub struct SnapshotBuilder {
-    built: Option<Result<Snapshot<TypeConfig>, StorageError>>,
+    /// The job, or why it could not start; taken by the one build.
+    job: Result<Option<SnapshotJob>, Option<StorageError>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        self.built
-            .take()
-            .unwrap_or_else(|| Err(snap_err(ErrorVerb::Read, std::io::Error::other("snapshot builder used twice"))))
+        let used_twice = || snap_err(ErrorVerb::Read, std::io::Error::other("snapshot builder used twice"));
+        let job = match &mut self.job {
+            Ok(job) => job.take().ok_or_else(used_twice)?,
+            Err(e) => return Err(e.take().unwrap_or_else(used_twice)),
+        };
+        // A thread of its own at a lower priority: writing a large state is
+        // long and CPU-bound, and must not slow the applies and deliveries
+        // that go on meanwhile on the same cores.
+        let (built, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                lower_priority();
+                let _ = built.send(job.write());
+            })
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        done.await.map_err(|_| snap_err(ErrorVerb::Write, std::io::Error::other("snapshot thread panicked")))?
     }
 }
 
@@ -315,9 +388,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Written here, between two applies (the only consistent point), as
-        // blocking I/O kept off the async workers.
-        SnapshotBuilder { built: Some(tokio::task::block_in_place(|| self.build())) }
+        self.begin_snapshot().await
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
@@ -393,6 +464,27 @@ mod tests {
         assert_eq!(applied, snapshot.meta.last_log_id);
         let room = sm.store.room("orders").unwrap().expect("the room comes back from the snapshot");
         assert_eq!(room.info.next_offset, 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_snapshot_holds_the_state_of_its_point_while_applies_go_on() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut sm = open(dir.path(), "before");
+        sm.apply((1..=5).map(publish)).await.unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        // Applied after the point, before the file is written: not in it.
+        sm.apply((6..=10).map(publish)).await.unwrap();
+        let snapshot = builder.build_snapshot().await.unwrap();
+        assert_eq!(snapshot.meta.last_log_id.map(|id| id.index), Some(5));
+        assert_eq!(sm.store.room("orders").unwrap().unwrap().info.next_offset, 10, "applies went on");
+        drop(sm);
+
+        let sm = open(dir.path(), "after");
+        let room = sm.store.room("orders").unwrap().expect("the room is in the snapshot");
+        assert_eq!(room.info.next_offset, 5);
+        let page = sm.store.read(&room, 0, 10, 100, |_| true).unwrap();
+        let data: Vec<_> = page.events.iter().map(|e| e.event.data.as_str()).collect();
+        assert_eq!(data, ["1", "2", "3", "4", "5"]);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -9,13 +9,15 @@ mod apply;
 pub mod consumer;
 pub mod database;
 pub(crate) mod keys;
+pub mod point_in_time;
 pub mod snapshot;
 
 pub use apply::{Applier, ApplyBatch, RoomUpdate};
 pub use consumer::{ConsumerRecord, Pending};
 pub use database::Database;
+pub use point_in_time::{PointInTime, Writes};
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -134,13 +136,31 @@ pub struct Store {
     /// tree, and a checkpoint, during which nothing may touch sled, hold it
     /// exclusively.
     gate: Arc<RwLock<()>>,
+    /// The open point-in-time view, which every write reports to.
+    view: Arc<Mutex<Option<Arc<point_in_time::Recorded>>>>,
 }
 
 impl Store {
     /// Opens the applied-state tree of `db`.
     pub fn open(db: Arc<Database>) -> Result<Self, StoreError> {
         let tree = db.sled().open_tree("state")?;
-        Ok(Self { db, tree, gate: Arc::default() })
+        Ok(Self { db, tree, gate: Arc::default(), view: Arc::default() })
+    }
+
+    /// Applies `writes` atomically: the one way the applied state changes
+    /// (a snapshot install aside, which replaces it whole).
+    pub(crate) fn write(&self, writes: Writes) -> Result<(), StoreError> {
+        let (batch, keys) = writes.into_parts();
+        let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(view) = view {
+            view.before_write(&self.tree, &keys)?;
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn set_view(&self, view: Option<Arc<point_in_time::Recorded>>) {
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = view;
     }
 
     /// Holds off readers (see `gate`). A poisoned lock guards no data of

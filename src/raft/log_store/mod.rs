@@ -246,9 +246,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let meta = Meta { last_purged: Some(log_id), ..state.meta.clone() };
         meta.write(&self.shared.dir).map_err(delete_err)?;
         state.meta = meta;
-        state.log.purge(log_id.index).map_err(delete_err)?;
+        let done = state.log.purge(log_id.index).map_err(delete_err)?;
         if state.last_log_id < Some(log_id) {
             state.last_log_id = Some(log_id);
+        }
+        drop(state);
+        for file in done {
+            std::fs::remove_file(&file).map_err(|e| delete_err(LogError::Io { path: file, source: e }))?;
         }
         Ok(())
     }

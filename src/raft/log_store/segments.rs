@@ -392,27 +392,36 @@ impl SegmentLog {
     /// Forgets every record up to and including `upto`. The caller has made
     /// the purge point durable first, so files removed here need no sync:
     /// a restart removes any that come back.
-    pub fn purge(&mut self, upto: u64) -> Result<(), LogError> {
+    ///
+    /// Whole segments before the one holding the new first record are
+    /// returned, not removed: the caller removes them once it no longer
+    /// holds the log (removing hundreds of megabytes takes a while, and
+    /// appends wait meanwhile). No later segment can take their names: new
+    /// segments start past the records they held.
+    #[must_use = "the returned segment files are still to be removed"]
+    pub fn purge(&mut self, upto: u64) -> Result<Vec<PathBuf>, LogError> {
         let floor = upto + 1;
         self.purged = true;
         if floor <= self.first_index {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.first_index = floor;
         if floor >= self.next_index {
             // Everything goes, including the active segment: the next
             // append starts a new one at `floor`.
             self.next_index = floor;
+            // Removed here: the next segment may start where the last
+            // one did, under the same name.
             for segment in self.segments.drain(..) {
                 std::fs::remove_file(&segment.path).map_err(io_at(&segment.path))?;
             }
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut done = Vec::new();
         while self.segments.len() > 1 && self.segments[0].end() <= floor {
-            let segment = self.segments.remove(0);
-            std::fs::remove_file(&segment.path).map_err(io_at(&segment.path))?;
+            done.push(self.segments.remove(0).path);
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Bytes of the records that can be read (from the first readable
@@ -647,13 +656,20 @@ mod tests {
         assert_eq!(read_all(&log), records(0..3));
     }
 
+    /// Removes what a purge hands back, as `LogStore::purge` does.
+    fn remove(files: Vec<PathBuf>) {
+        for file in files {
+            std::fs::remove_file(file).unwrap();
+        }
+    }
+
     #[test]
     fn purge_drops_whole_segments_and_hides_the_rest() {
         let dir = tempfile::TempDir::new().unwrap();
         let (mut log, _) = open(dir.path(), None);
         log.append(&records(0..40)).unwrap();
         let before = segment_files(dir.path()).len();
-        log.purge(20).unwrap();
+        remove(log.purge(20).unwrap());
         assert!(segment_files(dir.path()).len() < before);
         assert_eq!(read_all(&log), records(21..40));
         drop(log);
@@ -667,7 +683,7 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let (mut log, _) = open(dir.path(), None);
         log.append(&records(0..5)).unwrap();
-        log.purge(99).unwrap();
+        remove(log.purge(99).unwrap());
         assert_eq!((log.first_index(), log.next_index()), (100, 100));
         log.append(&records(100..103)).unwrap();
         drop(log);
@@ -708,7 +724,7 @@ mod tests {
         let records: Vec<(u64, Vec<u8>)> = (0..10).map(|i| (i, vec![0; 84])).collect();
         log.append(&records).unwrap();
         assert_eq!(log.live_bytes(), 10 * 100);
-        log.purge(3).unwrap();
+        remove(log.purge(3).unwrap());
         assert_eq!(log.live_bytes(), 6 * 100);
         log.truncate(8).unwrap();
         assert_eq!(log.live_bytes(), 4 * 100);

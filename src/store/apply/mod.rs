@@ -13,7 +13,7 @@ mod consumers;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::{keys, ConsumerRecord, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent};
+use super::{keys, ConsumerRecord, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent, Writes};
 use crate::codec;
 use crate::command::{Command, NewEvent, Published, Rejection, Reply, Request, RoomConfig, RoomInfo};
 use consumers::LiveConsumer;
@@ -46,7 +46,7 @@ impl Span {
 
 /// Pending changes of one apply call.
 pub struct ApplyBatch {
-    batch: sled::Batch,
+    batch: Writes,
     deleted_rooms: Vec<u64>,
     touched: Vec<String>,
     appended: Vec<(String, u64, Arc<StoredEvent>)>,
@@ -209,7 +209,7 @@ impl Applier {
     /// Starts an empty batch.
     pub fn begin(&self) -> ApplyBatch {
         ApplyBatch {
-            batch: sled::Batch::default(),
+            batch: Writes::default(),
             deleted_rooms: Vec::new(),
             touched: Vec::new(),
             appended: Vec::new(),
@@ -307,7 +307,7 @@ impl Applier {
         }
         writes.insert(keys::NEXT_ROOM_ID, codec::encode(&self.next_room_id)?);
         writes.insert(keys::CLOCK, codec::encode(&self.clock)?);
-        self.store.tree().apply_batch(writes)?;
+        self.store.write(writes)?;
         if !deleted_rooms.is_empty() {
             self.purge_deleted_rooms()?;
         }
@@ -674,12 +674,12 @@ impl Applier {
             let Some(room_id) = keys::tombstone_room(&key) else {
                 continue;
             };
-            let mut removal = sled::Batch::default();
+            let mut removal = Writes::default();
             for event_key in tree.scan_prefix(keys::room_events(room_id)).keys() {
                 removal.remove(event_key?);
             }
             removal.remove(key);
-            tree.apply_batch(removal)?;
+            self.store.write(removal)?;
         }
         Ok(())
     }
