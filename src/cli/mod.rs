@@ -58,6 +58,10 @@ enum Command {
 /// `synap serve` flags. Each has a `SYNAP_*` environment twin.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Log lines as text (`pretty`) or one JSON object per line (`json`),
+    /// on standard error; `SYNAP_LOG` filters them (e.g. `synap=debug`).
+    #[arg(long, env = "SYNAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
     /// This node's id.
     #[arg(long, env = "SYNAP_ID", default_value_t = 1)]
     id: NodeId,
@@ -249,10 +253,22 @@ fn check_internal_routes_are_closed(config: &NodeConfig, auth: &Auth) -> Result<
     Ok(())
 }
 
+/// How `serve` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYNAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("synap=info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => logs.json().init(),
+        // Colours only for a person at a terminal, not in files.
+        LogFormat::Pretty => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
     let auth = Auth::load(&args.api_keys, args.auth_file.as_deref()).map_err(|e| e.to_string())?;
     if args.unsafe_clock_offset_ms != 0 {
         crate::clock::set_unsafe_offset_ms(args.unsafe_clock_offset_ms);

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::forward::Forwarder;
 use super::identity::{Identity, IdentityError};
 use super::proposer::Proposer;
-use super::{housekeeping, identity, readiness};
+use super::{housekeeping, identity, lifecycle, readiness};
 use super::{Node, NodeConfig};
 use crate::base_url::BaseUrl;
 use crate::durable;
@@ -205,6 +205,7 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     });
     tokio::spawn(housekeeping::run(Arc::downgrade(&node)));
     tokio::spawn(readiness::run(Arc::downgrade(&node)));
+    tokio::spawn(lifecycle::run(node.raft.metrics()));
     Ok(node)
 }
 

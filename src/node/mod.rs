@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod forward;
 mod housekeeping;
 pub mod identity;
+mod lifecycle;
 pub mod proposer;
 mod protocols;
 pub mod readiness;

@@ -35,5 +35,7 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;
 /// Log position.
 pub type LogId = openraft::LogId<NodeId>;
+/// What openraft reports about this node's Raft.
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
 /// Storage error as openraft expects it.
 pub type StorageError = openraft::StorageError<NodeId>;
