@@ -21,7 +21,9 @@ use super::AppState;
 use crate::base_url::BaseUrl;
 use crate::node::cluster::{AdminError, ClusterStatus};
 use crate::peer::Lane;
-use crate::raft::NodeId;
+use crate::raft::{state_machine, NodeId};
+use crate::store;
+use tokio::io::AsyncReadExt;
 
 /// `GET /admin/cluster`
 pub async fn status(caller: Caller, State(app): State<AppState>) -> Result<Json<ClusterStatus>, ApiError> {
@@ -36,6 +38,44 @@ pub async fn snapshot(caller: Caller, State(app): State<AppState>) -> Result<Jso
     let index = app.node.snapshot().await?;
     Ok(Json(json!({ "id": app.node.id(), "snapshot_index": index })))
 }
+
+/// `GET /admin/backup`: a consistent copy of this node's whole state, as
+/// a snapshot written now followed by a checksummed trailer
+/// (`store::backup`), streamed.
+pub async fn backup(caller: Caller, State(app): State<AppState>) -> Result<Response, ApiError> {
+    caller.require(Action::Admin, None)?;
+    app.node.snapshot().await?;
+    // Opened once: a newer snapshot renamed over it meanwhile leaves this
+    // one readable to the end.
+    let path = state_machine::current_snapshot(&app.node.config.data_dir);
+    let file = tokio::fs::File::open(&path).await.map_err(|e| ApiError::internal(format!("backup: {e}")))?;
+    let len = file.metadata().await.map_err(|e| ApiError::internal(format!("backup: {e}")))?.len();
+    let chunks = futures_util::stream::unfold(Some((file, crc32fast::Hasher::new(), len)), move |state| async move {
+        let (mut file, mut hasher, left) = state?;
+        if left == 0 {
+            let trailer = store::backup::trailer(len, hasher.finalize());
+            return Some((Ok(Bytes::copy_from_slice(&trailer)), None));
+        }
+        let mut buffer = vec![0u8; left.min(BACKUP_CHUNK) as usize];
+        match file.read_exact(&mut buffer).await {
+            Ok(_) => {
+                hasher.update(&buffer);
+                let left = left - buffer.len() as u64;
+                Some((Ok(Bytes::from(buffer)), Some((file, hasher, left))))
+            }
+            // Ends the body early: the client sees a cut-off backup.
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (header::CONTENT_LENGTH, (len + store::backup::TRAILER_LEN).to_string()),
+    ];
+    Ok((headers, axum::body::Body::from_stream(chunks)).into_response())
+}
+
+/// Bytes read from the snapshot file per chunk of a backup body.
+const BACKUP_CHUNK: u64 = 1 << 20;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -119,6 +119,7 @@ pub fn router(node: Arc<Node>, auth: Auth) -> Router {
         .route("/admin/cluster/voters", post(admin::promote))
         .route("/admin/cluster/members/{id}", delete(admin::remove))
         .route("/admin/snapshot", post(admin::snapshot))
+        .route("/admin/backup", get(admin::backup))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(public_limit));
 

@@ -224,6 +224,25 @@ enum ClusterCommand {
     Snapshot,
 }
 
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write (replaced only by a whole, checked copy).
+    #[arg(long)]
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (`synap backup --out`).
+    #[arg(long)]
+    from: std::path::PathBuf,
+    /// A new (or empty) data directory to prepare.
+    #[arg(long)]
+    data_dir: std::path::PathBuf,
+}
+
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     println!("{text}");
@@ -489,4 +508,18 @@ pub async fn health(args: HealthArgs) -> Result<(), String> {
     client.ready().await.map_err(|e| format!("{} is not ready: {e}", client.base_url()))?;
     println!("ready");
     Ok(())
+}
+
+pub async fn backup(args: BackupArgs) -> Result<(), String> {
+    let checked = args.client.client().backup(&args.out).await.map_err(|e| e.to_string())?;
+    print_json(&serde_json::json!({
+        "file": args.out,
+        "bytes": checked.snapshot_bytes + crate::store::backup::TRAILER_LEN,
+        "crc32": format!("{:08x}", checked.crc32),
+    }))
+}
+
+pub fn restore(args: RestoreArgs) -> Result<(), String> {
+    let prepared = crate::node::restore::prepare(&args.from, &args.data_dir).map_err(|e| e.to_string())?;
+    print_json(&prepared)
 }

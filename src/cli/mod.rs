@@ -51,6 +51,11 @@ enum Command {
     Cluster(client_cmds::ClusterArgs),
     /// Exit 0 if the node is ready (has a leader and is caught up).
     Health(client_cmds::HealthArgs),
+    /// Save a consistent copy of a node's whole state to a file (admin key).
+    Backup(client_cmds::BackupArgs),
+    /// Prepare a new data directory from a backup; `synap serve` on it
+    /// starts a one-node cluster holding that state.
+    Restore(client_cmds::RestoreArgs),
     /// Generate load and print a report.
     Bench(bench::BenchArgs),
 }
@@ -220,6 +225,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Consume(args) => client_cmds::consume(args).await,
         Command::Cluster(args) => client_cmds::cluster(args).await,
         Command::Health(args) => client_cmds::health(args).await,
+        Command::Backup(args) => client_cmds::backup(args).await,
+        Command::Restore(args) => client_cmds::restore(args),
         Command::Bench(args) => bench::run(args).await,
     };
     match outcome {

@@ -51,6 +51,9 @@ pub enum ClientError {
     /// The answer was not what the API promises.
     #[error("unexpected answer: {0}")]
     Decode(String),
+    /// A local file could not be written, or what was saved is damaged.
+    #[error("{0}")]
+    File(String),
 }
 
 /// Answer to a publish.
@@ -96,6 +99,18 @@ pub struct HistoryPage {
     pub min_offset: u64,
     /// Highest offset of the room, if it has events.
     pub max_offset: Option<u64>,
+}
+
+/// How long a backup may take to arrive.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The error a node's non-success answer describes.
+fn http_error(status: reqwest::StatusCode, bytes: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned());
+    ClientError::Http { status: status.as_u16(), message }
 }
 
 /// A client of a Synap cluster. Requests go to the first node;
@@ -168,13 +183,45 @@ impl Client {
             .await
             .map_err(|e| ClientError::Transport { url: url.to_owned(), reason: e.to_string() })?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(ClientError::Http { status: status.as_u16(), message });
+            return Err(http_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Saves a backup of the node's whole state to `out` (replaced only once
+    /// the new copy is whole and its checksum matches), and answers what it
+    /// holds. Needs the admin permission.
+    pub async fn backup(&self, out: &std::path::Path) -> Result<crate::store::backup::Checked, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let url = self.base.join("/admin/backup");
+        let mut request = self.http.get(&url).timeout(BACKUP_TIMEOUT);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let transport = |e: reqwest::Error| ClientError::Transport { url: url.clone(), reason: e.to_string() };
+        let mut response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.map_err(transport)?;
+            return Err(http_error(status, &bytes));
+        }
+        let partial = std::path::PathBuf::from(format!("{}.partial", out.display()));
+        let file_err = |e: std::io::Error| ClientError::File(format!("{}: {e}", partial.display()));
+        let mut file = tokio::fs::File::create(&partial).await.map_err(file_err)?;
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            file.write_all(&chunk).await.map_err(file_err)?;
+        }
+        file.flush().await.map_err(file_err)?;
+        let file = file.into_std().await;
+        let saved = partial.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            crate::durable::sync_data(&file).map_err(|e| ClientError::File(format!("{}: {e}", saved.display())))?;
+            crate::store::backup::check(&saved).map_err(|e| ClientError::File(e.to_string()))
+        })
+        .await
+        .map_err(|e| ClientError::File(e.to_string()))??;
+        std::fs::rename(&partial, out).map_err(|e| ClientError::File(format!("{}: {e}", out.display())))?;
+        Ok(checked)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::forward::Forwarder;
 use super::identity::{Identity, IdentityError};
 use super::proposer::Proposer;
-use super::{housekeeping, identity, lifecycle, readiness};
+use super::{housekeeping, identity, lifecycle, readiness, restore};
 use super::{Node, NodeConfig};
 use crate::base_url::BaseUrl;
 use crate::durable;
@@ -24,7 +24,7 @@ use crate::peer::{Lane, PeerClient};
 use crate::raft::log_store::segments::LogError;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{self, StateMachine};
 use crate::raft::{self, NodeId};
 use crate::store::{database, Database, Store, StoreError};
 
@@ -54,6 +54,9 @@ pub enum StartError {
     /// openraft refused the configuration or failed to start.
     #[error("cannot start raft: {0}")]
     Raft(String),
+    /// A data directory restored from a backup could not be finished.
+    #[error(transparent)]
+    Restore(#[from] restore::RestoreError),
 }
 
 /// Why a membership operation failed.
@@ -128,6 +131,8 @@ pub struct ClusterStatus {
 /// happens in [`bootstrap`], once the node serves HTTP.
 pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     durable::create_dir_all(&config.data_dir).map_err(StoreError::from)?;
+    let alone = config.peers.is_empty() && config.join.is_none();
+    restore::finish(&config.data_dir, config.id, &config.advertise, alone)?;
     // A directory without an identity was written by a version before
     // identities, which had no trust marker either: its state is trusted.
     let before_markers = !Identity::exists(&config.data_dir);
@@ -138,7 +143,7 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     tokio::spawn(write_out_periodically(db.clone()));
     let store = Store::open(db)?;
     let hub = Hub::new(store.clone(), config.max_subscribers);
-    let sm = StateMachine::open(store.clone(), &config.data_dir.join("snapshot"), hub.clone())?;
+    let sm = StateMachine::open(store.clone(), &config.data_dir.join(state_machine::DIR), hub.clone())?;
     let applied = sm.subscribe();
     let applied_clock = sm.subscribe_clock();
 

@@ -15,6 +15,7 @@ mod lifecycle;
 pub mod proposer;
 mod protocols;
 pub mod readiness;
+pub mod restore;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

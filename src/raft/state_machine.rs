@@ -37,6 +37,8 @@ use crate::{codec, durable};
 type Membership = StoredMembership<NodeId, Node>;
 type Meta = SnapshotMeta<NodeId, Node>;
 
+/// The directory of snapshot files inside a node's data directory.
+pub const DIR: &str = "snapshot";
 /// The snapshot file: the latest built or installed.
 const CURRENT: &str = "current.snap";
 /// Present while an install replaces the state (see `install_snapshot`).
@@ -45,6 +47,24 @@ const INSTALLING: &str = "installing";
 const RECEIVING: &str = "receiving.snap";
 /// A snapshot being written by this node.
 const BUILDING: &str = "building.snap";
+
+/// The latest snapshot file of the node whose data directory is `data_dir`
+/// (it may not exist).
+pub fn current_snapshot(data_dir: &Path) -> PathBuf {
+    data_dir.join(DIR).join(CURRENT)
+}
+
+/// Writes a snapshot of `view`, described by `meta`, in the snapshot
+/// directory `dir` and makes it the current one; answers how many records
+/// it holds. Blocking.
+pub fn write_snapshot(view: &PointInTime, meta: &Meta, dir: &Path) -> Result<u64, StoreError> {
+    let header = codec::encode(meta)?;
+    let building = dir.join(BUILDING);
+    let records = snapshot::dump(view, &header, &building)?;
+    std::fs::rename(&building, dir.join(CURRENT))?;
+    durable::sync_dir(dir)?;
+    Ok(records)
+}
 
 /// Every node of `membership`, voters and learners.
 fn member_ids(membership: &Membership) -> std::collections::BTreeSet<u64> {
@@ -308,14 +328,9 @@ struct SnapshotJob {
 impl SnapshotJob {
     /// Writes the snapshot file and makes it the current one. Blocking.
     fn write(self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let header = codec::encode(&self.meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let building = self.dir.join(BUILDING);
-        let current = self.dir.join(CURRENT);
         let started = Instant::now();
-        let records = snapshot::dump(&self.view, &header, &building).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        std::fs::rename(&building, &current)
-            .and_then(|()| durable::sync_dir(&self.dir))
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let records = write_snapshot(&self.view, &self.meta, &self.dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let current = self.dir.join(CURRENT);
         tracing::info!(
             index = self.meta.last_log_id.map(|id| id.index),
             records,

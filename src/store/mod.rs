@@ -6,6 +6,7 @@
 //! one sled tree (layout in `keys`).
 
 mod apply;
+pub mod backup;
 pub mod consumer;
 pub mod database;
 pub(crate) mod keys;
