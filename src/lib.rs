@@ -52,3 +52,4 @@ pub mod raft;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;

@@ -221,8 +221,10 @@ async fn send_batch(peers: &PeerClient, url: &BaseUrl, group: Vec<Pending>) {
     let timeout = group.iter().map(|p| p.deadline).max().map_or(Duration::ZERO, |d| d - Instant::now());
     // The budget is for what waits here: once sent, it is the leader's.
     let (requests, waiters): (Vec<Request>, Vec<_>) = group.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let started = Instant::now();
     let answers = call(peers, url, &ForwardRequest { requests, timeout_ms: timeout.as_millis() as u64 }, timeout)
         .await
+        .inspect(|_| crate::telemetry::forwarded(started.elapsed()))
         .and_then(|replies: Vec<ForwardReply>| {
             if replies.len() == waiters.len() {
                 Ok(replies)

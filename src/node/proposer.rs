@@ -217,6 +217,7 @@ async fn run(
             }
             continue;
         }
+        crate::telemetry::proposed(requests.len());
         let command = Command { timestamp_ms: clock.now(), dedup_window_ms, requests };
         let receiver = match raft.client_write_ff(command).await {
             Ok(receiver) => receiver,

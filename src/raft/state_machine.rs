@@ -181,6 +181,7 @@ impl StateMachine {
     where
         I: IntoIterator<Item = Entry>,
     {
+        let started = Instant::now();
         let mut batch = self.applier.begin();
         let mut batched = 0;
         let mut replies = Vec::new();
@@ -206,6 +207,7 @@ impl StateMachine {
             }
         }
         self.commit(batch)?;
+        crate::telemetry::applied(started.elapsed(), replies.len());
         Ok(replies)
     }
 
@@ -339,6 +341,7 @@ impl SnapshotJob {
             "snapshot built"
         );
         let file = std::fs::File::open(&current).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        crate::telemetry::snapshot_built(started.elapsed(), file.metadata().map_or(0, |m| m.len()));
         Ok(Snapshot { meta: self.meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
 }

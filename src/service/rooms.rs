@@ -47,11 +47,15 @@ impl Rooms {
     /// Publishes `events` (all or none), in order; each answer says where
     /// its event landed (or where the original of a duplicate id is).
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>, ServiceError> {
+        let started = std::time::Instant::now();
         let request = Request::Publish { events, create_missing: self.node.config.auto_create_rooms };
-        match write(&self.node, request).await? {
-            Reply::Published(published) => Ok(published),
-            other => Err(ServiceError::unexpected("publish", other)),
-        }
+        let answer = match write(&self.node, request).await {
+            Ok(Reply::Published(published)) => Ok(published),
+            Ok(other) => Err(ServiceError::unexpected("publish", other)),
+            Err(e) => Err(e),
+        };
+        crate::telemetry::published(started.elapsed(), answer.is_ok());
+        answer
     }
 
     /// Publishes one event.

@@ -53,6 +53,7 @@ fn run(rx: mpsc::Receiver<Pending>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        let started = std::time::Instant::now();
         let mut synced: Vec<&Arc<File>> = Vec::new();
         let mut result = Ok(());
         for pending in &batch {
@@ -62,6 +63,7 @@ fn run(rx: mpsc::Receiver<Pending>) {
             }
         }
         drop(synced);
+        crate::telemetry::log_synced(started.elapsed());
         for pending in batch {
             let outcome = match &result {
                 Ok(()) => Ok(()),

@@ -210,6 +210,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             records.push((entry.log_id.index, bytes));
             last = Some(entry.log_id);
         }
+        crate::telemetry::appended(records.len());
         let file = {
             let mut state = self.state();
             let file = state.log.append(&records).map_err(write_err)?;

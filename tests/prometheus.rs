@@ -1,0 +1,114 @@
+//! Metrics as operators use them: every node's `/metrics` passes `promtool
+//! check metrics`, and a real Prometheus (Debian package `prometheus`)
+//! scraping a local cluster under load answers a publish rate and a publish
+//! latency quantile.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use synap_chaos::process::Process;
+
+/// A tool from the `prometheus` package: on PATH, or where `env` says.
+fn tool(name: &str, env: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().expect("sh");
+    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    assert!(!path.is_empty(), "{name} is not installed: apt-get install prometheus (or set {env})");
+    PathBuf::from(path)
+}
+
+/// The value of a one-element instant-vector answer, if there is one.
+async fn query(prometheus: &str, expr: &str) -> Option<f64> {
+    let url = format!("{prometheus}/api/v1/query");
+    let answer: Value =
+        reqwest::Client::new().get(&url).query(&[("query", expr)]).send().await.ok()?.json().await.ok()?;
+    let result = answer["data"]["result"].as_array()?;
+    result.first()?["value"][1].as_str()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prometheus_scrapes_the_cluster_and_answers_a_publish_rate() {
+    let promtool = tool("promtool", "SYNAP_PROMTOOL");
+    let prometheus_bin = tool("prometheus", "SYNAP_PROMETHEUS");
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(Duration::from_secs(30)).await;
+    let load = Load::start(4, cluster.urls(), vec!["metered".to_owned()]);
+    load.wait_acks(50, Duration::from_secs(30)).await;
+    let audit = cluster.nodes[0].client().consumer("metered", "audit");
+    audit.create(&Default::default()).await.expect("a consumer, for its series");
+
+    let mut all_nodes = String::new();
+    for node in &cluster.nodes {
+        let text = reqwest::get(format!("{}/metrics", node.url)).await.unwrap().text().await.unwrap();
+        assert!(text.contains("synap_room_published_total{room=\"metered\"}"), "node {}: {text}", node.id);
+        assert!(text.contains("synap_publish_duration_seconds_bucket"), "node {}", node.id);
+        let mut check = Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        check.stdin.take().expect("stdin").write_all(text.as_bytes()).unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "node {}: promtool: {}{}",
+            node.id,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let targets: Vec<String> =
+        cluster.nodes.iter().map(|n| format!("'{}'", n.url.trim_start_matches("http://"))).collect();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: synap\n    \
+             static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut prometheus = Process::new(
+        &prometheus_bin,
+        vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        dir.path().join("prometheus.log"),
+    );
+    prometheus.start().expect("start prometheus");
+    let url = format!("http://127.0.0.1:{port}");
+
+    let (rate, p99) = (
+        "sum(rate(synap_room_published_total{room=\"metered\"}[5s]))",
+        "histogram_quantile(0.99, sum(rate(synap_publish_duration_seconds_bucket[5s])) by (le))",
+    );
+    wait_for(Duration::from_secs(60), "Prometheus to answer a publish rate above zero from the cluster", || {
+        let url = url.clone();
+        async move { query(&url, rate).await.is_some_and(|r| r > 0.0) }
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "Prometheus to answer a p99 publish latency", || {
+        let url = url.clone();
+        async move { query(&url, p99).await.is_some_and(|s| s > 0.0 && s.is_finite()) }
+    })
+    .await;
+    let up = query(&url, "sum(up{job=\"synap\"})").await;
+    assert_eq!(up, Some(3.0), "every node scraped: {}", prometheus.log_tail(20));
+    load.stop().await;
+}
