@@ -66,7 +66,28 @@ async fn prometheus_scrapes_the_cluster_and_answers_a_publish_rate() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        all_nodes.push_str(&text);
     }
+
+    // The shipped dashboard asks only for series the nodes serve.
+    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/synap.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            for name in words.filter(|w| w.starts_with("synap_")) {
+                asked += 1;
+                assert!(
+                    all_nodes.lines().any(|line| line.starts_with(name)),
+                    "panel {} asks for {name}, which no node serves",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(asked > 10, "the dashboard asks for only {asked} series");
 
     let dir = tempfile::TempDir::new().unwrap();
     let targets: Vec<String> =
