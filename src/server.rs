@@ -40,6 +40,8 @@ pub async fn serve(config: NodeConfig, auth: Auth) -> Result<(), ServeError> {
     if auth.is_open() {
         tracing::warn!("no API keys configured: the API is open to anyone who can reach {addr}");
     }
+    let auth = std::sync::Arc::new(auth);
+    tokio::spawn(reload_keys_on_hangup(auth.clone()));
     let app = api::router(node.clone(), auth);
     let hub = node.hub.clone();
     let mut metrics = node.raft.metrics();
@@ -82,6 +84,27 @@ pub async fn serve(config: NodeConfig, auth: Auth) -> Result<(), ServeError> {
         return Err(ServeError::Fatal(fatal));
     }
     served.map_err(|source| ServeError::Listen { addr, source })
+}
+
+/// Reads the API keys again on every SIGHUP; a file that does not load
+/// leaves the keys as they were.
+async fn reload_keys_on_hangup(auth: std::sync::Arc<Auth>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the API keys will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match auth.reload() {
+                Ok(keys) => tracing::info!(keys, "API keys reloaded"),
+                Err(e) => tracing::error!("API keys not reloaded: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = auth;
 }
 
 async fn shutdown_signal() {

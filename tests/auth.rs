@@ -284,3 +284,44 @@ async fn a_node_with_keys_but_no_cluster_secret_refuses_to_add_nodes() {
     let message: serde_json::Value = added.json().await.unwrap();
     assert!(message["error"].as_str().unwrap().contains("--cluster-secret"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_authentication_and_keys_reloaded_on_sighup() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, KEYS).unwrap();
+    let cluster = Cluster::start(1, &["--auth-file", &keys.display().to_string()]);
+    cluster.wait_ready(READY).await;
+    let list = format!("{}/stream/list", cluster.nodes[0].url);
+    let http = reqwest::Client::new();
+    let status_with = |user: &'static str, key: &'static str| {
+        let request = http.get(&list).basic_auth(user, Some(key));
+        async move { request.send().await.expect("request").status().as_u16() }
+    };
+    // The SDKs' Basic authentication: the key's name as user, the key as password.
+    assert_eq!(status_with("reader", "read-key").await, 200);
+    assert_eq!(status_with("admin", "read-key").await, 401, "a user that is not the key's name");
+    assert_eq!(status_with("newcomer", "new-key").await, 401);
+
+    // A key added to the file works after a SIGHUP, without a restart.
+    let added = format!("{KEYS}\n[[keys]]\nname = \"newcomer\"\nkey = \"new-key\"\npermissions = [\"subscribe\"]\n");
+    std::fs::write(&keys, added).unwrap();
+    let pid = cluster.nodes[0].pid().expect("running").to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    wait_for(Duration::from_secs(10), "the node to accept the key added to its auth file", || {
+        let status = status_with("newcomer", "new-key");
+        async move { status.await == 200 }
+    })
+    .await;
+    // A broken file is not taken: the keys stay.
+    std::fs::write(&keys, "this is [ not toml").unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let node = &cluster.nodes[0];
+    wait_for(Duration::from_secs(10), "the node to log that it kept its keys", || {
+        let logged = node.log_tail(50).contains("API keys not reloaded");
+        async move { logged }
+    })
+    .await;
+    assert_eq!(status_with("newcomer", "new-key").await, 200);
+    assert!(node.is_running(), "a SIGHUP must not stop the node");
+}

@@ -77,7 +77,7 @@ impl FromRequestParts<AppState> for CommandCaller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self(app.auth.authenticate(auth::token_of(parts).as_deref())))
+        Ok(Self(app.auth.authenticate(auth::credential_of(parts).as_ref())))
     }
 }
 

@@ -61,10 +61,10 @@ pub struct AppState {
 }
 
 /// The whole router of a node, with `auth` guarding the public API.
-pub fn router(node: Arc<Node>, auth: Auth) -> Router {
+pub fn router(node: Arc<Node>, auth: Arc<Auth>) -> Router {
     let state = AppState {
         node: node.clone(),
-        auth: Arc::new(auth),
+        auth,
         rooms: Rooms::new(node.clone()),
         kv: Kv::new(node.clone()),
         consumers: Consumers::new(node.clone()),
