@@ -18,7 +18,11 @@ use serde::{Deserialize, Serialize};
 /// 4: `PackEvents` (and the chunked event format it switches on, which
 /// older versions cannot read). 5: durable consumers (`PutConsumer`,
 /// `DeleteConsumer`, `Lease`, `Ack`, `Nak`) and `RaiseProtocol`.
-pub const PROTOCOL: u32 = 5;
+/// 6: `UpdateRoom`.
+pub const PROTOCOL: u32 = 6;
+
+/// The protocol that changing a room's settings needs.
+pub const ROOM_SETTINGS_PROTOCOL: u32 = 6;
 
 /// The protocol that durable consumers need: the API refuses consumer
 /// requests until every member speaks it.
@@ -220,6 +224,24 @@ pub enum Request {
         /// How long until they may be delivered again.
         delay_ms: u64,
     },
+    /// Change a room's retention settings; the events the new limits
+    /// exclude go at once (protocol 6).
+    UpdateRoom {
+        /// The room.
+        room: String,
+        /// What changes.
+        change: RoomChange,
+    },
+}
+
+/// A change of a room's settings: `None` keeps a setting, `Some(None)`
+/// removes its limit, `Some(Some(n))` sets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomChange {
+    /// Most events kept.
+    pub max_events: Option<Option<u64>>,
+    /// Oldest events kept, in seconds.
+    pub max_age_secs: Option<Option<u64>>,
 }
 
 impl Request {

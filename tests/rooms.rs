@@ -181,3 +181,61 @@ async fn age_retention_trims_a_room_nobody_publishes_to() {
     .await;
     assert!(client.history_all("brief").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changed_retention_applies_to_the_events_already_there_on_every_node() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(READY).await;
+    cluster.wait_protocol(synap::command::ROOM_SETTINGS_PROTOCOL, std::time::Duration::from_secs(30)).await;
+    let base = cluster.nodes[1].url.clone();
+    let client = cluster.nodes[1].client();
+    for i in 0..20 {
+        client.publish("kept", "tick", &json!({ "i": i }), None, None).await.unwrap();
+    }
+    let kept = format!("{base}/stream/kept");
+    let patch = |body: &'static str| raw(Method::PATCH, &kept, Some(body));
+
+    // Bad input is refused and changes nothing.
+    for (body, expected) in [
+        (r#"{"max_events":0}"#, "at least 1"),
+        ("{}", "nothing to change"),
+        (r#"{"max_bytes":10}"#, "unknown field"),
+        (r#"{"max_events":"5"}"#, "invalid"),
+    ] {
+        let (status, answer) = patch(body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer["error"].as_str().unwrap_or_default().contains(expected), "{body}: {answer}");
+    }
+    let (status, _) = raw(Method::PATCH, &format!("{base}/stream/absent"), Some(r#"{"max_events":5}"#)).await;
+    assert_eq!(status, 404);
+    assert_eq!(client.stats("kept").await.unwrap().min_offset, 0);
+
+    let (status, answer) = patch(r#"{"max_events":5}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["stats"]["min_offset"].as_u64(), answer["stats"]["max_events"].as_u64()), (Some(15), Some(5)));
+    let history = cluster.converged_history("kept", 20, std::time::Duration::from_secs(10)).await;
+    for (node, events) in &history {
+        let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, (15..20).collect::<Vec<_>>(), "node {node}");
+    }
+
+    // The command endpoint and the client lift the limit again.
+    let (status, answer) = raw(
+        Method::POST,
+        &format!("{base}/api/v1/command"),
+        Some(r#"{"command":"stream.update","request_id":"r1","payload":{"room":"kept","max_events":null,"max_age_secs":3600}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["success"], true, "{answer}");
+    assert_eq!(answer["payload"]["stats"]["max_events"], serde_json::Value::Null, "{answer}");
+    assert_eq!(answer["payload"]["stats"]["max_age_secs"], 3600, "{answer}");
+    for i in 20..30 {
+        client.publish("kept", "tick", &json!({ "i": i }), None, None).await.unwrap();
+    }
+    let stats = client.stats("kept").await.unwrap();
+    assert_eq!((stats.min_offset, stats.next_offset), (15, 30), "without a count limit all new events stay");
+    let change = synap::command::RoomChange { max_events: Some(Some(3)), max_age_secs: Some(None) };
+    let stats = cluster.nodes[2].client().update_room("kept", &change).await.unwrap();
+    assert_eq!((stats.min_offset, stats.max_events, stats.max_age_secs), (27, Some(3), None));
+}

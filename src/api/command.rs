@@ -122,6 +122,13 @@ struct RoomPayload {
 }
 
 #[derive(Deserialize)]
+struct RoomUpdatePayload {
+    room: String,
+    #[serde(flatten)]
+    change: input::RoomChangeBody,
+}
+
+#[derive(Deserialize)]
 struct PublishPayload {
     room: String,
     event: String,
@@ -240,6 +247,13 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
             let rooms = stream::visible_rooms(app, caller)?;
             json!({ "rooms": rooms, "count": rooms.len() })
         }
+        "stream.update" => {
+            let p: RoomUpdatePayload = payload(command, body)?;
+            input::room_name(&p.room)?;
+            caller.require(Action::Admin, Some(&p.room))?;
+            let info = app.rooms.update(&p.room, p.change.check()?).await?;
+            json!({ "room": p.room, "updated": true, "stats": app.rooms.stats_of(info)? })
+        }
         "stream.delete" => {
             let p: RoomPayload = payload(command, body)?;
             input::room_name(&p.room)?;
@@ -273,7 +287,7 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
         other => {
             return Err(ApiError::bad_request(format!(
                 "unknown command '{other}'; known: stream.create, stream.get_or_create, stream.publish, \
-                 stream.consume, stream.history, stream.stats, stream.list, stream.delete, stream.consumer.*, \
+                 stream.consume, stream.history, stream.stats, stream.list, stream.update, stream.delete, stream.consumer.*, \
                  kv.set, kv.get, kv.del, kv.delete, kv.exists"
             )))
         }

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::command::{ConsumerConfig, ConsumerStart, NewEvent, RoomConfig, MAX_REQUEST_BYTES};
+use crate::command::{ConsumerConfig, ConsumerStart, NewEvent, RoomChange, RoomConfig, MAX_REQUEST_BYTES};
 use crate::filter::TypeFilter;
 use crate::protocol::StartSpec;
 use crate::service::Consistency;
@@ -245,6 +245,40 @@ impl RoomConfigBody {
     pub fn parse(body: &[u8]) -> Result<RoomConfig, ApiError> {
         let parsed: RoomConfigBody = json_or_default(body)?;
         room_config(parsed.max_events, parsed.max_age_secs)
+    }
+}
+
+/// Body of `PATCH /stream/{room}` and payload of `stream.update`: each
+/// setting absent (kept), `null` (no limit) or at least 1.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RoomChangeBody {
+    #[serde(default, deserialize_with = "present")]
+    max_events: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_age_secs: Option<Option<u64>>,
+}
+
+/// A field that is present, even as `null` (absent stays `None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl RoomChangeBody {
+    /// Parses and checks a change of settings.
+    pub fn parse(body: &[u8]) -> Result<RoomChange, ApiError> {
+        let parsed: RoomChangeBody = json_or_default(body)?;
+        parsed.check()
+    }
+
+    /// Checks a change of settings: something changes, and every limit set
+    /// is at least 1.
+    pub fn check(self) -> Result<RoomChange, ApiError> {
+        if self.max_events.is_none() && self.max_age_secs.is_none() {
+            return Err(ApiError::bad_request("nothing to change: give max_events and/or max_age_secs"));
+        }
+        room_config(self.max_events.flatten(), self.max_age_secs.flatten())?;
+        Ok(RoomChange { max_events: self.max_events, max_age_secs: self.max_age_secs })
     }
 }
 

@@ -91,7 +91,13 @@ pub fn router(node: Arc<Node>, auth: Arc<Auth>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/stream/list", get(stream::list))
-        .route("/stream/{room}", post(stream::create_room).put(stream::get_or_create_room).delete(stream::delete_room))
+        .route(
+            "/stream/{room}",
+            post(stream::create_room)
+                .put(stream::get_or_create_room)
+                .patch(stream::update_room)
+                .delete(stream::delete_room),
+        )
         .route("/stream/{room}/publish", post(stream::publish))
         .route("/stream/{room}/batch", post(stream::batch))
         .route("/stream/{room}/history", get(stream::history))

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::event_json::{consume_json, page_json};
-use super::input::{self, BatchBody, EventBody, RoomConfigBody};
+use super::input::{self, BatchBody, EventBody, RoomChangeBody, RoomConfigBody};
 use super::AppState;
 use crate::command::Published;
 use crate::protocol::RoomStats;
@@ -187,6 +187,21 @@ pub async fn delete_room(
     caller.require(Action::Admin, Some(&room))?;
     app.rooms.delete(&room).await?;
     Ok(Json(json!({ "deleted": true, "room": room })))
+}
+
+/// `PATCH /stream/{room}`: change its retention settings (admin on the
+/// room: tightening them deletes events). `{"updated": true, "stats"}`.
+pub async fn update_room(
+    caller: Caller,
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let room = room_path(path)?;
+    caller.require(Action::Admin, Some(&room))?;
+    let change = RoomChangeBody::parse(&body?)?;
+    let info = app.rooms.update(&room, change).await?;
+    Ok(Json(json!({ "updated": true, "stats": app.rooms.stats_of(info)? })))
 }
 
 /// `GET /stream/{room}/stats`

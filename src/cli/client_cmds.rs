@@ -243,6 +243,40 @@ pub struct RestoreArgs {
     data_dir: std::path::PathBuf,
 }
 
+#[derive(Debug, Args)]
+pub struct RoomArgs {
+    #[command(subcommand)]
+    command: RoomCommand,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum RoomCommand {
+    /// Change retention settings; events the new limits exclude go at once.
+    Set {
+        /// The room.
+        room: String,
+        /// Most events kept, or `none` for no limit.
+        #[arg(long, value_parser = limit)]
+        max_events: Option<Limit>,
+        /// Oldest events kept, in seconds, or `none` for no limit.
+        #[arg(long, value_parser = limit)]
+        max_age_secs: Option<Limit>,
+    },
+}
+
+/// A limit given on the command line: a number, or `none`.
+#[derive(Debug, Clone, Copy)]
+struct Limit(Option<u64>);
+
+fn limit(text: &str) -> Result<Limit, String> {
+    match text {
+        "none" => Ok(Limit(None)),
+        n => n.parse().map(|n| Limit(Some(n))).map_err(|_| format!("'{n}' is neither a number nor 'none'")),
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     println!("{text}");
@@ -522,4 +556,16 @@ pub async fn backup(args: BackupArgs) -> Result<(), String> {
 pub fn restore(args: RestoreArgs) -> Result<(), String> {
     let prepared = crate::node::restore::prepare(&args.from, &args.data_dir).map_err(|e| e.to_string())?;
     print_json(&prepared)
+}
+
+pub async fn room(args: RoomArgs) -> Result<(), String> {
+    match args.command {
+        RoomCommand::Set { room, max_events, max_age_secs } => {
+            let change = crate::command::RoomChange {
+                max_events: max_events.map(|l| l.0),
+                max_age_secs: max_age_secs.map(|l| l.0),
+            };
+            print_json(&args.client.client().update_room(&room, &change).await.map_err(|e| e.to_string())?)
+        }
+    }
 }

@@ -40,6 +40,8 @@ enum Command {
     Tail(client_cmds::TailArgs),
     /// List rooms.
     Rooms(client_cmds::ClientArgs),
+    /// Change a room's settings.
+    Room(client_cmds::RoomArgs),
     /// Show a room's statistics.
     Stats(client_cmds::StatsArgs),
     /// Create, list, inspect or delete durable consumers.
@@ -221,6 +223,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Tail(args) => client_cmds::tail(args).await,
         Command::Rooms(args) => client_cmds::rooms(args).await,
         Command::Stats(args) => client_cmds::stats(args).await,
+        Command::Room(args) => client_cmds::room(args).await,
         Command::Consumer(args) => client_cmds::consumer(args).await,
         Command::Consume(args) => client_cmds::consume(args).await,
         Command::Cluster(args) => client_cmds::cluster(args).await,

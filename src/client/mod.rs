@@ -284,6 +284,22 @@ impl Client {
         self.get(&format!("/stream/{room}/stats")).await
     }
 
+    /// Changes `room`'s retention settings (`None`: keep; `Some(None)`: no
+    /// limit); answers its statistics after the change. Needs the admin
+    /// permission on the room.
+    pub async fn update_room(&self, room: &str, change: &crate::command::RoomChange) -> Result<RoomStats, ClientError> {
+        let mut body = serde_json::Map::new();
+        if let Some(max_events) = change.max_events {
+            body.insert("max_events".into(), serde_json::json!(max_events));
+        }
+        if let Some(max_age_secs) = change.max_age_secs {
+            body.insert("max_age_secs".into(), serde_json::json!(max_age_secs));
+        }
+        let url = self.base.join(&format!("/stream/{room}"));
+        let answer: Value = self.send(self.http.patch(&url).json(&Value::Object(body)), &url).await?;
+        serde_json::from_value(answer["stats"].clone()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// The node's view of the cluster.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
         self.get("/admin/cluster").await

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use super::{read_point, write, Consistency, ServiceError};
-use crate::command::{NewEvent, Published, Rejection, Reply, Request, RoomConfig, RoomInfo};
+use crate::command::{
+    NewEvent, Published, Rejection, Reply, Request, RoomChange, RoomConfig, RoomInfo, ROOM_SETTINGS_PROTOCOL,
+};
 use crate::filter::TypeFilter;
 use crate::hub::Subscription;
-use crate::node::Node;
+use crate::node::{Node, WriteError};
 use crate::protocol::{RoomStats, StartAt};
 use crate::store::Page;
 
@@ -101,6 +103,22 @@ impl Rooms {
         match write(&self.node, Request::CreateRoom { room: room.to_owned(), config, if_absent }).await? {
             Reply::Room { created, info } => Ok((created, info)),
             other => Err(ServiceError::unexpected("create", other)),
+        }
+    }
+
+    /// Changes `room`'s retention settings once every member can apply the
+    /// change (protocol 6); answers the room as it is after.
+    pub async fn update(&self, room: &str, change: RoomChange) -> Result<RoomInfo, ServiceError> {
+        let recorded = self.node.store.protocol()? >= ROOM_SETTINGS_PROTOCOL;
+        if !recorded && !self.node.all_members_speak(ROOM_SETTINGS_PROTOCOL).await {
+            return Err(WriteError::Unavailable(format!(
+                "changing room settings needs every member to speak protocol {ROOM_SETTINGS_PROTOCOL}: finish the upgrade"
+            ))
+            .into());
+        }
+        match write(&self.node, Request::UpdateRoom { room: room.to_owned(), change }).await? {
+            Reply::Room { info, .. } => Ok(info),
+            other => Err(ServiceError::unexpected("update", other)),
         }
     }
 

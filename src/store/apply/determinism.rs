@@ -8,7 +8,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::command::{ConsumerConfig, ConsumerStart};
+use crate::command::{ConsumerConfig, ConsumerStart, RoomChange};
 
 const ROOMS: [&str; 3] = ["a", "b", "c"];
 const KEYS: [&str; 3] = ["k1", "k2", "k3"];
@@ -41,6 +41,11 @@ fn request() -> impl Strategy<Value = Request> {
             }
         ),
         (0..ROOMS.len()).prop_map(|room| Request::DeleteRoom { room: ROOMS[room].into() }),
+        (0..ROOMS.len(), prop::option::of(prop::option::of(1u64..6)), prop::option::of(prop::option::of(1u64..4)))
+            .prop_map(|(room, max_events, max_age_secs)| Request::UpdateRoom {
+                room: ROOMS[room].into(),
+                change: RoomChange { max_events, max_age_secs },
+            }),
         (prop::collection::vec(new_event(), 1..12), any::<bool>())
             .prop_map(|(events, create_missing)| Request::Publish { events, create_missing }),
         (0..KEYS.len(), 0u32..100, prop::option::of(1u64..3_000), any::<bool>()).prop_map(

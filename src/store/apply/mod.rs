@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::{keys, ConsumerRecord, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent, Writes};
 use crate::codec;
-use crate::command::{Command, NewEvent, Published, Rejection, Reply, Request, RoomConfig, RoomInfo};
+use crate::command::{Command, NewEvent, Published, Rejection, Reply, Request, RoomChange, RoomConfig, RoomInfo};
 use consumers::LiveConsumer;
 
 /// Most expired keys (and, separately, dedup entries) one `Expire` removes;
@@ -252,6 +252,7 @@ impl Applier {
                     self.create_room(batch, room, config, *if_absent, command.timestamp_ms)?
                 }
                 Request::DeleteRoom { room } => self.delete_room(batch, room)?,
+                Request::UpdateRoom { room, change } => self.update_room(batch, room, change, command.timestamp_ms)?,
                 Request::Publish { events, create_missing } => {
                     self.publish(batch, events, *create_missing, command.timestamp_ms, command.dedup_window_ms)?
                 }
@@ -378,6 +379,30 @@ impl Applier {
         batch.batch.insert(keys::room(name), codec::encode(&meta)?);
         batch.touched.push(name.to_owned());
         Ok(self.rooms.entry(name.to_owned()).or_insert(meta))
+    }
+
+    fn update_room(
+        &mut self,
+        batch: &mut ApplyBatch,
+        name: &str,
+        change: &RoomChange,
+        now: u64,
+    ) -> Result<Reply, StoreError> {
+        let Some(meta) = self.rooms.get_mut(name) else {
+            return Ok(Reply::Rejected(Rejection::RoomNotFound(name.to_owned())));
+        };
+        if let Some(max_events) = change.max_events {
+            meta.info.config.max_events = max_events;
+        }
+        if let Some(max_age_secs) = change.max_age_secs {
+            meta.info.config.max_age_secs = max_age_secs;
+        }
+        self.trim_room(batch, name, now, true)?;
+        batch.touched.push(name.to_owned());
+        let info = self.rooms.get(name).map(|m| m.info.clone());
+        // `trim_room` keeps the room: it only moves its start.
+        let info = info.ok_or_else(|| StoreError::Io(std::io::Error::other("room vanished while trimmed")))?;
+        Ok(Reply::Room { created: false, info })
     }
 
     fn delete_room(&mut self, batch: &mut ApplyBatch, name: &str) -> Result<Reply, StoreError> {

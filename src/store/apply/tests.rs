@@ -417,3 +417,33 @@ mod consumers {
         assert!(m.store.consumers(room.id).unwrap().is_empty());
     }
 }
+
+#[test]
+fn changed_settings_apply_to_the_events_already_there() {
+    let (_dir, store) = store();
+    let mut applier = Applier::load(store.clone()).unwrap();
+    let mut run = |requests: Vec<Request>| {
+        let mut batch = applier.begin();
+        let replies = applier.apply(&mut batch, &command(1_000, requests)).unwrap();
+        applier.commit(batch).unwrap();
+        replies
+    };
+    let config = RoomConfig::default();
+    run(vec![Request::CreateRoom { room: "r".into(), config, if_absent: false }, publish("r", 20)]);
+    let tighten = RoomChange { max_events: Some(Some(5)), max_age_secs: None };
+    let replies = run(vec![Request::UpdateRoom { room: "r".into(), change: tighten }]);
+    let Reply::Room { info, .. } = &replies[0] else { panic!("{replies:?}") };
+    assert_eq!((info.min_offset, info.next_offset, info.config.max_events), (15, 20, Some(5)));
+    let meta = store.room("r").unwrap().unwrap();
+    let page = store.read(&meta, 0, 20, 100, |_| true).unwrap();
+    assert_eq!(page.events.iter().map(|e| e.offset).collect::<Vec<_>>(), (15..20).collect::<Vec<_>>());
+
+    // No limit any more: new events are all kept; what went stays gone.
+    let lift = RoomChange { max_events: Some(None), max_age_secs: None };
+    run(vec![Request::UpdateRoom { room: "r".into(), change: lift }, publish("r", 10)]);
+    let info = store.room("r").unwrap().unwrap().info;
+    assert_eq!((info.min_offset, info.next_offset, info.config.max_events), (15, 30, None));
+
+    let missing = run(vec![Request::UpdateRoom { room: "nope".into(), change: RoomChange::default() }]);
+    assert_eq!(missing, vec![Reply::Rejected(Rejection::RoomNotFound("nope".into()))]);
+}
