@@ -107,6 +107,35 @@ async fn client_subcommands_against_a_one_node_cluster() {
     let (code, _, err) = synap_async(s(&["consumer", "info", "cli-room", "audit", "--url", &url])).await;
     assert_eq!(code, 1);
     assert!(err.starts_with("error: 404"), "stderr: {err}");
+
+    // Room settings: a limit applies to what is there; `none` lifts it.
+    for i in 0..4 {
+        let data = format!(r#"{{"i":{i}}}"#);
+        let (code, _, err) = synap_async(s(&["publish", "cli-room", "tick", &data, "--url", &url])).await;
+        assert_eq!(code, 0, "publish: {err}");
+    }
+    let (code, out, err) = synap_async(s(&["room", "set", "cli-room", "--max-events", "2", "--url", &url])).await;
+    assert_eq!(code, 0, "room set: {err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (stats["min_offset"].clone(), stats["max_events"].clone()),
+        (serde_json::json!(3), serde_json::json!(2))
+    );
+    let (code, out, _) = synap_async(s(&["room", "set", "cli-room", "--max-events", "none", "--url", &url])).await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["max_events"], serde_json::Value::Null);
+    let (code, _, err) = synap_async(s(&["room", "set", "cli-room", "--max-events", "many", "--url", &url])).await;
+    assert_eq!(code, 2, "a bad flag value is a usage error");
+    assert!(err.contains("neither a number nor 'none'"), "stderr: {err}");
+    let (code, _, err) = synap_async(s(&["room", "set", "cli-room", "--url", &url])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing to change"), "stderr: {err}");
+
+    // A snapshot on demand answers its index.
+    let (code, out, err) = synap_async(s(&["cluster", "snapshot", "--url", &url])).await;
+    assert_eq!(code, 0, "cluster snapshot: {err}");
+    let built: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(built["snapshot_index"].as_u64().is_some_and(|i| i > 0), "{built}");
     node.kill();
 }
 
