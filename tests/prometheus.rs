@@ -129,7 +129,10 @@ async fn prometheus_scrapes_the_cluster_and_answers_a_publish_rate() {
         async move { query(&url, p99).await.is_some_and(|s| s > 0.0 && s.is_finite()) }
     })
     .await;
-    let up = query(&url, "sum(up{job=\"synap\"})").await;
-    assert_eq!(up, Some(3.0), "every node scraped: {}", prometheus.log_tail(20));
+    wait_for(Duration::from_secs(30), "Prometheus to scrape all three nodes", || {
+        let url = url.clone();
+        async move { query(&url, "sum(up{job=\"synap\"})").await == Some(3.0) }
+    })
+    .await;
     load.stop().await;
 }

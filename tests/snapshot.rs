@@ -68,6 +68,15 @@ async fn snapshots_written_under_load_hold_their_point_and_a_joiner_installs_one
     let rooms = vec!["pit-a".to_owned(), "pit-b".to_owned()];
     let load = Load::start(8, cluster.urls(), rooms.clone());
     load.wait_acks(1_500, Duration::from_secs(120)).await;
+    // Past the 100 entries kept behind a snapshot, so that the snapshots
+    // below purge the head of the log (publishes share entries under load).
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let leader_client = cluster.node(leader).client();
+    wait_for(Duration::from_secs(120), "the leader's log to pass 400 entries", || {
+        let c = leader_client.clone();
+        async move { c.cluster_status().await.is_ok_and(|s| s.last_log_index.is_some_and(|i| i > 400)) }
+    })
+    .await;
 
     // Every node writes a snapshot while the publishers go on: events are
     // applied during each write, and must not leak into it.
