@@ -242,6 +242,8 @@ pub struct RoomChange {
     pub max_events: Option<Option<u64>>,
     /// Oldest events kept, in seconds.
     pub max_age_secs: Option<Option<u64>>,
+    /// Most payload bytes (`data` + `metadata`) kept.
+    pub max_bytes: Option<Option<u64>>,
 }
 
 impl Request {

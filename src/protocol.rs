@@ -23,6 +23,9 @@ pub struct RoomStats {
     pub max_events: Option<u64>,
     /// Retention by age in seconds, if set.
     pub max_age_secs: Option<u64>,
+    /// Retention by payload bytes, if set.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
     /// Creation time (Unix ms, cluster time).
     pub created_at: u64,
     /// Time of the last event (Unix ms, cluster time), 0 if none.
@@ -51,6 +54,7 @@ impl RoomStats {
             next_offset: info.next_offset,
             max_events: info.config.max_events,
             max_age_secs: info.config.max_age_secs,
+            max_bytes: None,
             created_at: info.created_at,
             last_event_at: info.last_event_at,
             published_total: info.published_total,

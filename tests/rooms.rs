@@ -199,7 +199,7 @@ async fn changed_retention_applies_to_the_events_already_there_on_every_node() {
     for (body, expected) in [
         (r#"{"max_events":0}"#, "at least 1"),
         ("{}", "nothing to change"),
-        (r#"{"max_bytes":10}"#, "unknown field"),
+        (r#"{"max_size":10}"#, "unknown field"),
         (r#"{"max_events":"5"}"#, "invalid"),
     ] {
         let (status, answer) = patch(body).await;
@@ -235,7 +235,20 @@ async fn changed_retention_applies_to_the_events_already_there_on_every_node() {
     }
     let stats = client.stats("kept").await.unwrap();
     assert_eq!((stats.min_offset, stats.next_offset), (15, 30), "without a count limit all new events stay");
-    let change = synap::command::RoomChange { max_events: Some(Some(3)), max_age_secs: Some(None) };
+    let change = synap::command::RoomChange { max_events: Some(Some(3)), max_age_secs: Some(None), max_bytes: None };
     let stats = cluster.nodes[2].client().update_room("kept", &change).await.unwrap();
     assert_eq!((stats.min_offset, stats.max_events, stats.max_age_secs), (27, Some(3), None));
+
+    // By bytes: each payload here is 8 bytes ({"i":27}); 20 keep two.
+    let (status, answer) = patch(r#"{"max_bytes":0}"#).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = patch(r#"{"max_events":null,"max_bytes":20}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["stats"]["min_offset"].as_u64(), answer["stats"]["max_bytes"].as_u64()), (Some(28), Some(20)));
+    client.publish("kept", "tick", &json!({ "i": 30 }), None, None).await.unwrap();
+    let history = cluster.converged_history("kept", 31, std::time::Duration::from_secs(10)).await;
+    for (node, events) in &history {
+        let offsets: Vec<u64> = events.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, vec![29, 30], "node {node}: a new event pushes the oldest out");
+    }
 }

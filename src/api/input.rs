@@ -257,6 +257,8 @@ pub struct RoomChangeBody {
     max_events: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     max_age_secs: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_bytes: Option<Option<u64>>,
 }
 
 /// A field that is present, even as `null` (absent stays `None`).
@@ -274,11 +276,14 @@ impl RoomChangeBody {
     /// Checks a change of settings: something changes, and every limit set
     /// is at least 1.
     pub fn check(self) -> Result<RoomChange, ApiError> {
-        if self.max_events.is_none() && self.max_age_secs.is_none() {
-            return Err(ApiError::bad_request("nothing to change: give max_events and/or max_age_secs"));
+        if self.max_events.is_none() && self.max_age_secs.is_none() && self.max_bytes.is_none() {
+            return Err(ApiError::bad_request("nothing to change: give max_events, max_age_secs and/or max_bytes"));
         }
         room_config(self.max_events.flatten(), self.max_age_secs.flatten())?;
-        Ok(RoomChange { max_events: self.max_events, max_age_secs: self.max_age_secs })
+        if self.max_bytes == Some(Some(0)) {
+            return Err(ApiError::bad_request("max_bytes must be at least 1"));
+        }
+        Ok(RoomChange { max_events: self.max_events, max_age_secs: self.max_age_secs, max_bytes: self.max_bytes })
     }
 }
 

@@ -263,6 +263,9 @@ enum RoomCommand {
         /// Oldest events kept, in seconds, or `none` for no limit.
         #[arg(long, value_parser = limit)]
         max_age_secs: Option<Limit>,
+        /// Most payload bytes (data + metadata) kept, or `none` for no limit.
+        #[arg(long, value_parser = limit)]
+        max_bytes: Option<Limit>,
     },
 }
 
@@ -560,10 +563,11 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
 
 pub async fn room(args: RoomArgs) -> Result<(), String> {
     match args.command {
-        RoomCommand::Set { room, max_events, max_age_secs } => {
+        RoomCommand::Set { room, max_events, max_age_secs, max_bytes } => {
             let change = crate::command::RoomChange {
                 max_events: max_events.map(|l| l.0),
                 max_age_secs: max_age_secs.map(|l| l.0),
+                max_bytes: max_bytes.map(|l| l.0),
             };
             print_json(&args.client.client().update_room(&room, &change).await.map_err(|e| e.to_string())?)
         }

@@ -295,6 +295,9 @@ impl Client {
         if let Some(max_age_secs) = change.max_age_secs {
             body.insert("max_age_secs".into(), serde_json::json!(max_age_secs));
         }
+        if let Some(max_bytes) = change.max_bytes {
+            body.insert("max_bytes".into(), serde_json::json!(max_bytes));
+        }
         let url = self.base.join(&format!("/stream/{room}"));
         let answer: Value = self.send(self.http.patch(&url).json(&Value::Object(body)), &url).await?;
         serde_json::from_value(answer["stats"].clone()).map_err(|e| ClientError::Decode(e.to_string()))

@@ -139,11 +139,17 @@ impl Rooms {
     /// Statistics of a room described by `info`.
     pub fn stats_of(&self, info: RoomInfo) -> Result<RoomStats, ServiceError> {
         let subscribers = self.node.hub.subscribers_of(&info.name);
-        let consumers = match self.node.store.room(&info.name)? {
-            Some(meta) => self.node.store.consumers(meta.id)?.into_iter().map(|c| c.name).collect(),
-            None => Vec::new(),
+        let store = &self.node.store;
+        let (consumers, max_bytes) = match store.room(&info.name)? {
+            Some(meta) => (
+                store.consumers(meta.id)?.into_iter().map(|c| c.name).collect(),
+                store.byte_limit(meta.id)?.map(|limit| limit.max_bytes),
+            ),
+            None => (Vec::new(), None),
         };
-        Ok(RoomStats::new(info, subscribers, consumers))
+        let mut stats = RoomStats::new(info, subscribers, consumers);
+        stats.max_bytes = max_bytes;
+        Ok(stats)
     }
 
     /// Opens a live subscription to `room` from `start`, delivering only

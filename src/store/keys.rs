@@ -15,6 +15,7 @@
 //! | `j:`   | timestamp (BE u64), room id, event id | () — dedup entries by age |
 //! | `n:`   | node id (BE u64)            | the node's incarnation (its data directory's id) |
 //! | `c:`   | room id (BE u64), consumer name | `ConsumerRecord` |
+//! | `b:`   | room id (BE u64)            | `ByteLimit`: a room's retention by bytes |
 
 /// `m:` The next internal room id.
 pub(crate) const NEXT_ROOM_ID: &[u8] = b"m:next_room_id";
@@ -100,6 +101,12 @@ pub(crate) fn tombstone_room(key: &[u8]) -> Option<u64> {
 }
 
 pub(crate) const CONSUMER_PREFIX: &[u8] = b"c:";
+pub(crate) const BYTE_LIMIT_PREFIX: &[u8] = b"b:";
+
+/// `b:` room id (BE u64) → the room's `ByteLimit`, if it has one.
+pub(crate) fn byte_limit(room_id: u64) -> Vec<u8> {
+    [BYTE_LIMIT_PREFIX, &room_id.to_be_bytes()].concat()
+}
 
 /// `c:` room id (BE u64) → the room's consumers.
 pub(crate) fn room_consumers(room_id: u64) -> Vec<u8> {
@@ -200,6 +207,7 @@ mod tests {
             LAST_APPLIED.to_vec(),
             incarnation(1),
             consumer(1, "a"),
+            byte_limit(1),
         ];
         for (i, a) in samples.iter().enumerate() {
             for b in &samples[i + 1..] {

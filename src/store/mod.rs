@@ -79,10 +79,26 @@ pub(crate) fn decode_events(key: &[u8], value: &[u8]) -> Result<Vec<StoredEvent>
 }
 
 impl StoredEvent {
+    /// What retention by bytes counts: `data` and `metadata`.
+    pub fn payload_bytes(&self) -> u64 {
+        (self.data.len() + self.metadata.as_ref().map_or(0, String::len)) as u64
+    }
+
     /// Roughly what the event weighs in memory and on the wire.
     pub fn weight(&self) -> usize {
         64 + self.event_type.len() + self.data.len() + self.metadata.as_ref().map_or(0, String::len) + self.id.len()
     }
+}
+
+/// A room's retention by bytes: its limit, and the payload bytes (`data`
+/// and `metadata`, as `bytes_total` counts them) of the events it retains,
+/// kept up to date only while it has a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteLimit {
+    /// Most payload bytes kept.
+    pub max_bytes: u64,
+    /// Payload bytes of the retained events.
+    pub retained: u64,
 }
 
 /// A KV value as stored.
@@ -273,6 +289,12 @@ impl Store {
             }
         }
         Ok(Page { events, next_offset })
+    }
+
+    /// The retention by bytes of the room with internal id `room_id`.
+    pub fn byte_limit(&self, room_id: u64) -> Result<Option<ByteLimit>, StoreError> {
+        let _reading = self.reading();
+        Ok(self.tree.get(keys::byte_limit(room_id))?.map(|b| codec::decode(&b)).transpose()?)
     }
 
     /// The consumer `name` of the room with internal id `room_id`.

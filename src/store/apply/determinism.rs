@@ -41,10 +41,15 @@ fn request() -> impl Strategy<Value = Request> {
             }
         ),
         (0..ROOMS.len()).prop_map(|room| Request::DeleteRoom { room: ROOMS[room].into() }),
-        (0..ROOMS.len(), prop::option::of(prop::option::of(1u64..6)), prop::option::of(prop::option::of(1u64..4)))
-            .prop_map(|(room, max_events, max_age_secs)| Request::UpdateRoom {
+        (
+            0..ROOMS.len(),
+            prop::option::of(prop::option::of(1u64..6)),
+            prop::option::of(prop::option::of(1u64..4)),
+            prop::option::of(prop::option::of(1u64..40)),
+        )
+            .prop_map(|(room, max_events, max_age_secs, max_bytes)| Request::UpdateRoom {
                 room: ROOMS[room].into(),
-                change: RoomChange { max_events, max_age_secs },
+                change: RoomChange { max_events, max_age_secs, max_bytes },
             }),
         (prop::collection::vec(new_event(), 1..12), any::<bool>())
             .prop_map(|(events, create_missing)| Request::Publish { events, create_missing }),

@@ -13,7 +13,7 @@ mod consumers;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::{keys, ConsumerRecord, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent, Writes};
+use super::{keys, ByteLimit, ConsumerRecord, DedupEntry, KvEntry, RoomMeta, Store, StoreError, StoredEvent, Writes};
 use crate::codec;
 use crate::command::{Command, NewEvent, Published, Rejection, Reply, Request, RoomChange, RoomConfig, RoomInfo};
 use consumers::LiveConsumer;
@@ -114,13 +114,34 @@ impl ApplyBatch {
         Ok((first + count > offset && !deleted).then(|| Span { key: key.to_vec(), first, count }))
     }
 
-    /// The timestamps of the events in `span`.
-    fn timestamps(&self, tree: &sled::Tree, room_id: u64, span: &Span) -> Result<Vec<u64>, StoreError> {
+    /// `read` of each event in `span`, as this batch would leave them.
+    fn span_values<T>(
+        &self,
+        tree: &sled::Tree,
+        room_id: u64,
+        span: &Span,
+        read: impl Fn(&StoredEvent) -> T,
+    ) -> Result<Vec<T>, StoreError> {
         if let Some(Some(events)) = self.chunks.get(&(room_id, span.first)) {
-            return Ok(events.iter().map(|e| e.timestamp).collect());
+            return Ok(events.iter().map(|e| read(e)).collect());
         }
         let Some(value) = tree.get(&span.key)? else { return Ok(Vec::new()) };
-        Ok(super::decode_events(&span.key, &value)?.iter().map(|e| e.timestamp).collect())
+        Ok(super::decode_events(&span.key, &value)?.iter().map(read).collect())
+    }
+
+    /// The payload bytes of `room_id`'s events at offsets `[from, to)`, as
+    /// this batch would leave them.
+    fn payload_bytes_between(&self, tree: &sled::Tree, room_id: u64, from: u64, to: u64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        let mut at = from;
+        while at < to {
+            let Some(span) = self.span_at(tree, room_id, at)? else { break };
+            let sizes = self.span_values(tree, room_id, &span, StoredEvent::payload_bytes)?;
+            let take = (to.min(span.end()) - at) as usize;
+            total += sizes.iter().skip((at - span.first) as usize).take(take).sum::<u64>();
+            at += take as u64;
+        }
+        Ok(total)
     }
 
     /// Deletes the events of `span`.
@@ -154,6 +175,8 @@ pub struct Applier {
     consumers: HashMap<(u64, String), LiveConsumer>,
     /// The protocol recorded by `RaiseProtocol`.
     protocol: u32,
+    /// Retention by bytes, by room id, for the rooms that have it.
+    byte_limits: HashMap<u64, ByteLimit>,
 }
 
 impl Applier {
@@ -192,8 +215,26 @@ impl Applier {
         let members = BTreeSet::new();
         let packed = tree.contains_key(keys::PACKED)?;
         let protocol = tree.get(keys::PROTOCOL)?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(0);
-        let applier =
-            Self { store, rooms, retired_generations, next_room_id, clock, members, packed, consumers, protocol };
+        let mut byte_limits = HashMap::new();
+        for item in tree.scan_prefix(keys::BYTE_LIMIT_PREFIX) {
+            let (key, value) = item?;
+            let Some(room_id) = key.get(2..10).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
+                continue;
+            };
+            byte_limits.insert(room_id, codec::decode(&value)?);
+        }
+        let applier = Self {
+            store,
+            rooms,
+            retired_generations,
+            next_room_id,
+            clock,
+            members,
+            packed,
+            consumers,
+            protocol,
+            byte_limits,
+        };
         applier.purge_deleted_rooms()?;
         Ok(applier)
     }
@@ -397,6 +438,21 @@ impl Applier {
         if let Some(max_age_secs) = change.max_age_secs {
             meta.info.config.max_age_secs = max_age_secs;
         }
+        let (id, min, next) = (meta.id, meta.info.min_offset, meta.info.next_offset);
+        match change.max_bytes {
+            Some(Some(max_bytes)) => {
+                let retained = match self.byte_limits.get(&id) {
+                    Some(limit) => limit.retained,
+                    None => batch.payload_bytes_between(self.store.tree(), id, min, next)?,
+                };
+                self.byte_limits.insert(id, ByteLimit { max_bytes, retained });
+            }
+            Some(None) => {
+                self.byte_limits.remove(&id);
+                batch.batch.remove(keys::byte_limit(id));
+            }
+            None => {}
+        }
         self.trim_room(batch, name, now, true)?;
         batch.touched.push(name.to_owned());
         let info = self.rooms.get(name).map(|m| m.info.clone());
@@ -413,6 +469,9 @@ impl Applier {
         batch.batch.insert(keys::generation(name), codec::encode(&meta.info.generation)?);
         batch.batch.insert(&keys::tombstone(meta.id), Vec::new());
         self.retired_generations.insert(name.to_owned(), meta.info.generation);
+        if self.byte_limits.remove(&meta.id).is_some() {
+            batch.batch.remove(keys::byte_limit(meta.id));
+        }
         self.drop_consumers_of(batch, meta.id);
         batch.deleted_rooms.push(meta.id);
         batch.touched.push(name.to_owned());
@@ -458,7 +517,6 @@ impl Applier {
             info.next_offset += 1;
             info.last_event_at = timestamp;
             info.published_total += 1;
-            info.bytes_total += (new.data.len() + new.metadata.as_ref().map_or(0, String::len)) as u64;
             let stored = Arc::new(StoredEvent {
                 event_type: new.event_type.clone(),
                 data: new.data.clone(),
@@ -466,6 +524,10 @@ impl Applier {
                 timestamp,
                 id: new.id.clone(),
             });
+            info.bytes_total += stored.payload_bytes();
+            if let Some(limit) = self.byte_limits.get_mut(&meta.id) {
+                limit.retained += stored.payload_bytes();
+            }
             match runs.iter_mut().find(|(room_id, _, _)| *room_id == meta.id) {
                 Some((_, _, run)) => run.push(stored.clone()),
                 None => runs.push((meta.id, offset, vec![stored.clone()])),
@@ -645,44 +707,63 @@ impl Applier {
 
     /// Applies the room's retention limits; persists its metadata if
     /// anything was trimmed, or `always`. Returns how many events went.
+    ///
+    /// The new start is found first (count, then age, then bytes), then
+    /// the whole records below it go; one that straddles it stays (reads
+    /// skip what is below `min_offset`). Events of this same batch are not
+    /// in the tree yet, and how entries are grouped into batches differs
+    /// between nodes, so the batch is asked first (`span_at`,
+    /// `span_values`).
     fn trim_room(&mut self, batch: &mut ApplyBatch, name: &str, now: u64, always: bool) -> Result<u64, StoreError> {
+        let tree = self.store.tree();
         let Some(meta) = self.rooms.get_mut(name) else {
             return Ok(0);
         };
-        let info = &mut meta.info;
-        let before = info.min_offset;
-        if let Some(max) = info.config.max_events {
-            let keep_from = info.next_offset.saturating_sub(max);
-            // Whole records below the new start go; one that straddles it
-            // stays (reads skip what is below `min_offset`).
-            while info.min_offset < keep_from {
-                match batch.span_at(self.store.tree(), meta.id, info.min_offset)? {
-                    Some(span) if span.end() <= keep_from => {
-                        batch.remove_span(meta.id, &span);
-                        info.min_offset = span.end();
-                    }
-                    _ => info.min_offset = keep_from,
-                }
-            }
+        let (id, before, next) = (meta.id, meta.info.min_offset, meta.info.next_offset);
+        let config = &meta.info.config;
+        let mut min = before;
+        if let Some(max) = config.max_events {
+            min = min.max(next.saturating_sub(max));
         }
-        if let Some(max_age) = info.config.max_age_secs {
+        if let Some(max_age) = config.max_age_secs {
             let cutoff = now.saturating_sub(max_age.saturating_mul(1000));
-            // Events of this same batch are not in the tree yet; how entries
-            // are grouped into batches differs between nodes, so the batch
-            // is asked first (`span_at`, `timestamps`).
-            while info.min_offset < info.next_offset {
-                let Some(span) = batch.span_at(self.store.tree(), meta.id, info.min_offset)? else { break };
-                let timestamps = batch.timestamps(self.store.tree(), meta.id, &span)?;
-                let skip = (info.min_offset - span.first) as usize;
-                let old = timestamps.iter().skip(skip).take_while(|t| **t < cutoff).count() as u64;
-                info.min_offset += old;
-                if info.min_offset < span.end() {
+            while min < next {
+                let Some(span) = batch.span_at(tree, id, min)? else { break };
+                let timestamps = batch.span_values(tree, id, &span, |e| e.timestamp)?;
+                let skip = (min - span.first) as usize;
+                min += timestamps.iter().skip(skip).take_while(|t| **t < cutoff).count() as u64;
+                if min < span.end() {
                     break;
                 }
-                batch.remove_span(meta.id, &span);
             }
         }
-        let trimmed = meta.info.min_offset - before;
+        if let Some(limit) = self.byte_limits.get_mut(&id) {
+            limit.retained = limit.retained.saturating_sub(batch.payload_bytes_between(tree, id, before, min)?);
+            // The newest event stays, even alone over the limit.
+            while min + 1 < next && limit.retained > limit.max_bytes {
+                let Some(span) = batch.span_at(tree, id, min)? else { break };
+                let sizes = batch.span_values(tree, id, &span, StoredEvent::payload_bytes)?;
+                for size in sizes.iter().skip((min - span.first) as usize) {
+                    if limit.retained <= limit.max_bytes || min + 1 >= next {
+                        break;
+                    }
+                    limit.retained = limit.retained.saturating_sub(*size);
+                    min += 1;
+                }
+            }
+            batch.batch.insert(keys::byte_limit(id), codec::encode(&*limit)?);
+        }
+        let mut at = before;
+        while at < min {
+            let Some(span) = batch.span_at(tree, id, at)? else { break };
+            if span.end() > min {
+                break;
+            }
+            batch.remove_span(id, &span);
+            at = span.end();
+        }
+        meta.info.min_offset = min;
+        let trimmed = min - before;
         if trimmed > 0 || always {
             batch.batch.insert(keys::room(name), codec::encode(&*meta)?);
         }

@@ -430,7 +430,7 @@ fn changed_settings_apply_to_the_events_already_there() {
     };
     let config = RoomConfig::default();
     run(vec![Request::CreateRoom { room: "r".into(), config, if_absent: false }, publish("r", 20)]);
-    let tighten = RoomChange { max_events: Some(Some(5)), max_age_secs: None };
+    let tighten = RoomChange { max_events: Some(Some(5)), ..RoomChange::default() };
     let replies = run(vec![Request::UpdateRoom { room: "r".into(), change: tighten }]);
     let Reply::Room { info, .. } = &replies[0] else { panic!("{replies:?}") };
     assert_eq!((info.min_offset, info.next_offset, info.config.max_events), (15, 20, Some(5)));
@@ -439,11 +439,48 @@ fn changed_settings_apply_to_the_events_already_there() {
     assert_eq!(page.events.iter().map(|e| e.offset).collect::<Vec<_>>(), (15..20).collect::<Vec<_>>());
 
     // No limit any more: new events are all kept; what went stays gone.
-    let lift = RoomChange { max_events: Some(None), max_age_secs: None };
+    let lift = RoomChange { max_events: Some(None), ..RoomChange::default() };
     run(vec![Request::UpdateRoom { room: "r".into(), change: lift }, publish("r", 10)]);
     let info = store.room("r").unwrap().unwrap().info;
     assert_eq!((info.min_offset, info.next_offset, info.config.max_events), (15, 30, None));
 
     let missing = run(vec![Request::UpdateRoom { room: "nope".into(), change: RoomChange::default() }]);
     assert_eq!(missing, vec![Reply::Rejected(Rejection::RoomNotFound("nope".into()))]);
+}
+
+#[test]
+fn retention_by_bytes_keeps_the_newest_events_that_fit() {
+    let (_dir, store) = store();
+    let mut applier = Applier::load(store.clone()).unwrap();
+    let mut run = |requests: Vec<Request>| {
+        let mut batch = applier.begin();
+        let replies = applier.apply(&mut batch, &command(1_000, requests)).unwrap();
+        applier.commit(batch).unwrap();
+        replies
+    };
+    let config = RoomConfig::default();
+    // Payloads "0".."9": 1 byte each, then "10".."19": 2 bytes each.
+    run(vec![Request::CreateRoom { room: "r".into(), config, if_absent: false }, publish("r", 20)]);
+    let limit = RoomChange { max_bytes: Some(Some(7)), ..RoomChange::default() };
+    run(vec![Request::UpdateRoom { room: "r".into(), change: limit }]);
+    let room = store.room("r").unwrap().unwrap();
+    assert_eq!(room.info.min_offset, 17, "three 2-byte events fit in 7 bytes");
+    let limit = store.byte_limit(room.id).unwrap().unwrap();
+    assert_eq!((limit.max_bytes, limit.retained), (7, 6));
+
+    // New events push the oldest out, in the same apply as a count limit.
+    let both = RoomChange { max_events: Some(Some(2)), ..RoomChange::default() };
+    run(vec![publish("r", 3), Request::UpdateRoom { room: "r".into(), change: both }]);
+    let info = store.room("r").unwrap().unwrap().info;
+    assert_eq!((info.min_offset, info.next_offset), (21, 23), "the count limit is the tighter one now");
+    assert_eq!(store.byte_limit(room.id).unwrap().unwrap().retained, 2, "what the count limit dropped is counted");
+
+    // One event larger than the limit stays alone; lifting the limit forgets it.
+    let tiny = RoomChange { max_events: Some(None), max_bytes: Some(Some(1)), ..RoomChange::default() };
+    run(vec![Request::UpdateRoom { room: "r".into(), change: tiny }]);
+    let info = store.room("r").unwrap().unwrap().info;
+    assert_eq!((info.min_offset, info.next_offset), (22, 23), "the newest event stays");
+    let lift = RoomChange { max_bytes: Some(None), ..RoomChange::default() };
+    run(vec![Request::UpdateRoom { room: "r".into(), change: lift }]);
+    assert_eq!(store.byte_limit(room.id).unwrap(), None);
 }
