@@ -418,11 +418,12 @@ mod consumers {
     }
 }
 
-#[test]
-fn changed_settings_apply_to_the_events_already_there() {
-    let (_dir, store) = store();
+/// A fresh store holding room `r` with 20 events (payloads "0" to "19"),
+/// and a way to apply more requests to it, one command per batch.
+fn twenty_events() -> (tempfile::TempDir, Store, impl FnMut(Vec<Request>) -> Vec<Reply>) {
+    let (dir, store) = store();
     let mut applier = Applier::load(store.clone()).unwrap();
-    let mut run = |requests: Vec<Request>| {
+    let mut run = move |requests: Vec<Request>| {
         let mut batch = applier.begin();
         let replies = applier.apply(&mut batch, &command(1_000, requests)).unwrap();
         applier.commit(batch).unwrap();
@@ -430,6 +431,12 @@ fn changed_settings_apply_to_the_events_already_there() {
     };
     let config = RoomConfig::default();
     run(vec![Request::CreateRoom { room: "r".into(), config, if_absent: false }, publish("r", 20)]);
+    (dir, store, run)
+}
+
+#[test]
+fn changed_settings_apply_to_the_events_already_there() {
+    let (_dir, store, mut run) = twenty_events();
     let tighten = RoomChange { max_events: Some(Some(5)), ..RoomChange::default() };
     let replies = run(vec![Request::UpdateRoom { room: "r".into(), change: tighten }]);
     let Reply::Room { info, .. } = &replies[0] else { panic!("{replies:?}") };
@@ -450,17 +457,8 @@ fn changed_settings_apply_to_the_events_already_there() {
 
 #[test]
 fn retention_by_bytes_keeps_the_newest_events_that_fit() {
-    let (_dir, store) = store();
-    let mut applier = Applier::load(store.clone()).unwrap();
-    let mut run = |requests: Vec<Request>| {
-        let mut batch = applier.begin();
-        let replies = applier.apply(&mut batch, &command(1_000, requests)).unwrap();
-        applier.commit(batch).unwrap();
-        replies
-    };
-    let config = RoomConfig::default();
     // Payloads "0".."9": 1 byte each, then "10".."19": 2 bytes each.
-    run(vec![Request::CreateRoom { room: "r".into(), config, if_absent: false }, publish("r", 20)]);
+    let (_dir, store, mut run) = twenty_events();
     let limit = RoomChange { max_bytes: Some(Some(7)), ..RoomChange::default() };
     run(vec![Request::UpdateRoom { room: "r".into(), change: limit }]);
     let room = store.room("r").unwrap().unwrap();
