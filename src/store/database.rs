@@ -41,6 +41,29 @@ fn trust_marker(dir: &Path) -> PathBuf {
     dir.with_extension("trusted")
 }
 
+/// How long an open waits for this process's previous handle of the same
+/// database to let go of its file lock.
+const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens `config`, waiting up to [`LOCK_RELEASE_WAIT`] while the file lock
+/// is held. sled releases the lock of a dropped database from its I/O
+/// threads, a moment after the drop: reopening at once (a restore finished
+/// at start-up, a test reopening a state) can find it still held. Another
+/// process holding it fails after the wait, as it should.
+fn open_when_released(config: sled::Config) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The applied state's sled database.
 pub struct Database {
     db: sled::Db,
@@ -68,7 +91,7 @@ impl Database {
             std::fs::remove_dir_all(dir)?;
         }
         durable::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(None).open()?;
+        let db = open_when_released(sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(None))?;
         let main_file = File::open(dir.join("db"))?;
         let database = Self { db, dir: dir.to_owned(), main_file, synced_blobs: Mutex::new(None) };
         database.sync_files()?;
