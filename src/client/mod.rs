@@ -220,7 +220,11 @@ impl Client {
         })
         .await
         .map_err(|e| ClientError::File(e.to_string()))??;
-        std::fs::rename(&partial, out).map_err(|e| ClientError::File(format!("{}: {e}", out.display())))?;
+        let renamed = std::fs::rename(&partial, out).and_then(|()| match out.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => crate::durable::sync_dir(dir),
+            _ => crate::durable::sync_dir(std::path::Path::new(".")),
+        });
+        renamed.map_err(|e| ClientError::File(format!("{}: {e}", out.display())))?;
         Ok(checked)
     }
 

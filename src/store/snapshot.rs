@@ -15,7 +15,7 @@ const LOAD_BATCH: usize = 4096;
 /// Applies go on meanwhile.
 pub fn dump(view: &PointInTime, header: &[u8], path: &Path) -> Result<u64, StoreError> {
     let file = std::fs::File::create(path)?;
-    let mut out = BufWriter::new(Paced { file, written: 0, started: 0 });
+    let mut out = BufWriter::new(Paced { file, written: 0, started: 0, sent: 0 });
     write_frame(&mut out, header)?;
     let mut records = 0u64;
     for item in view.records() {
@@ -83,27 +83,29 @@ struct Paced {
     written: u64,
     /// Where the pages not yet sent to the disk start.
     started: u64,
+    /// Where the pages sent to the disk but not waited for start.
+    sent: u64,
 }
 
 impl Paced {
     fn write_back(&mut self) {
         use std::os::fd::AsRawFd;
         let fd = self.file.as_raw_fd();
-        let (from, to) = (self.started, self.written);
+        let (sent, from, to) = (self.sent, self.started, self.written);
         // SAFETY: sync_file_range takes no pointers; `fd` is open for the
         // call's duration. Its failure only loses the pacing, not data: the
         // final fdatasync still makes the file durable.
         unsafe {
             // The previous window: wait until it is on the disk.
-            if from >= WRITE_BACK_EVERY {
+            if from > sent {
                 let flags =
                     libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-                libc::sync_file_range(fd, (from - WRITE_BACK_EVERY) as i64, WRITE_BACK_EVERY as i64, flags);
+                libc::sync_file_range(fd, sent as i64, (from - sent) as i64, flags);
             }
             // This one: start writing it.
             libc::sync_file_range(fd, from as i64, (to - from) as i64, libc::SYNC_FILE_RANGE_WRITE);
         }
-        self.started = to;
+        (self.sent, self.started) = (from, to);
     }
 }
 

@@ -741,6 +741,7 @@ impl Applier {
             limit.retained = limit.retained.saturating_sub(batch.payload_bytes_between(tree, id, before, min)?);
             // The newest event stays, even alone over the limit.
             while min + 1 < next && limit.retained > limit.max_bytes {
+                let start = min;
                 let Some(span) = batch.span_at(tree, id, min)? else { break };
                 let sizes = batch.span_values(tree, id, &span, StoredEvent::payload_bytes)?;
                 for size in sizes.iter().skip((min - span.first) as usize) {
@@ -749,6 +750,9 @@ impl Applier {
                     }
                     limit.retained = limit.retained.saturating_sub(*size);
                     min += 1;
+                }
+                if min == start {
+                    break; // a span without readable events: nothing to count
                 }
             }
             batch.batch.insert(keys::byte_limit(id), codec::encode(&*limit)?);
