@@ -15,6 +15,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder};
 
 use crate::base_url::BaseUrl;
+use crate::tls::TlsError;
 
 /// Header that carries the cluster secret on internal requests.
 pub const SECRET_HEADER: &str = "x-synap-cluster-secret";
@@ -39,13 +40,11 @@ pub enum Lane {
     Public,
 }
 
-/// Node-to-node HTTP. Cheap to clone.
+/// Node-to-node HTTP. Cheap to clone; clones share the lanes, so a TLS
+/// reload reaches every holder.
 #[derive(Clone)]
 pub struct PeerClient {
-    raft: reqwest::Client,
-    snapshot: reqwest::Client,
-    forward: reqwest::Client,
-    public: reqwest::Client,
+    lanes: Arc<RwLock<Lanes>>,
     secret: Option<String>,
     /// This node's id and incarnation, sent with internal requests.
     sender: Option<(u64, String)>,
@@ -53,22 +52,43 @@ pub struct PeerClient {
     cluster: Arc<RwLock<Option<String>>>,
 }
 
-fn build() -> reqwest::Client {
-    // Building fails only if the TLS backend or resolver cannot start;
-    // there is no TLS backend and the default resolver always starts.
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+/// One connection pool per [`Lane`].
+struct Lanes {
+    raft: reqwest::Client,
+    snapshot: reqwest::Client,
+    forward: reqwest::Client,
+    public: reqwest::Client,
+}
+
+impl Lanes {
+    fn build(tls: Option<&rustls::ClientConfig>) -> Result<Self, TlsError> {
+        let lane = || {
+            crate::tls::http_client(tls, |builder| {
+                builder
+                    .connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .pool_idle_timeout(Duration::from_secs(60))
+            })
+        };
+        Ok(Self { raft: lane()?, snapshot: lane()?, forward: lane()?, public: lane()? })
+    }
 }
 
 impl PeerClient {
-    /// A client that sends `secret` on the internal lanes, if set.
-    pub fn new(secret: Option<String>) -> Self {
-        let cluster = Arc::default();
-        Self { raft: build(), snapshot: build(), forward: build(), public: build(), secret, sender: None, cluster }
+    /// A client that sends `secret` on the internal lanes, if set, and
+    /// talks TLS as `tls` says (peers' certificates checked against the
+    /// system's roots without it).
+    pub fn new(secret: Option<String>, tls: Option<&rustls::ClientConfig>) -> Result<Self, TlsError> {
+        let lanes = Arc::new(RwLock::new(Lanes::build(tls)?));
+        Ok(Self { lanes, secret, sender: None, cluster: Arc::default() })
+    }
+
+    /// Replaces the lanes with new ones over `tls` (after the files were
+    /// read again); requests under way finish on the old ones.
+    pub fn set_tls(&self, tls: &rustls::ClientConfig) -> Result<(), TlsError> {
+        let lanes = Lanes::build(Some(tls))?;
+        *self.lanes.write().unwrap_or_else(|p| p.into_inner()) = lanes;
+        Ok(())
     }
 
     /// Also tells the receivers of internal requests who sends them: node
@@ -90,13 +110,15 @@ impl PeerClient {
     /// A request to `path` on `peer`. Set a timeout on it: the lanes have
     /// none of their own (a join waits minutes, a vote milliseconds).
     pub fn request(&self, lane: Lane, method: Method, peer: &BaseUrl, path: &str) -> RequestBuilder {
+        let lanes = self.lanes.read().unwrap_or_else(|p| p.into_inner());
         let client = match lane {
-            Lane::Raft => &self.raft,
-            Lane::Snapshot => &self.snapshot,
-            Lane::Forward => &self.forward,
-            Lane::Public => &self.public,
+            Lane::Raft => &lanes.raft,
+            Lane::Snapshot => &lanes.snapshot,
+            Lane::Forward => &lanes.forward,
+            Lane::Public => &lanes.public,
         };
         let mut request = client.request(method, peer.join(path));
+        drop(lanes);
         if lane == Lane::Public {
             return request;
         }

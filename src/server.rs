@@ -1,9 +1,13 @@
 //! `synap serve`: open the node, serve HTTP, form or join the cluster, and
 //! shut down cleanly on SIGINT/SIGTERM.
 
+use std::sync::Arc;
+
 use crate::api;
 use crate::api::auth::Auth;
 use crate::node::{cluster, NodeConfig};
+use crate::peer::PeerClient;
+use crate::tls::listener::{Peer, ServerTls, TlsListener};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +20,9 @@ pub enum ServeError {
     /// cause is fixed, instead of serving on as a zombie.
     #[error("{0}; exiting")]
     Fatal(String),
+    /// The TLS certificate, key or CA files could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The listen address could not be bound or serving failed.
     #[error("cannot serve on {addr}: {source}")]
     Listen {
@@ -33,15 +40,19 @@ const CHECKPOINT_GRACE: std::time::Duration = std::time::Duration::from_secs(30)
 /// stop.
 pub async fn serve(config: NodeConfig, auth: Auth) -> Result<(), ServeError> {
     let addr = config.listen;
+    // Unusable certificates stop the start before anything is opened.
+    let tls = config.tls.clone().map(ServerTls::load).transpose()?.map(Arc::new);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })?;
     let node = cluster::open(config).await?;
-    tracing::info!(id = node.id(), %addr, advertise = %node.config.advertise, "serving");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(id = node.id(), %addr, scheme, advertise = %node.config.advertise, "serving");
     tokio::spawn(cluster::bootstrap(node.clone()));
     if auth.is_open() {
         tracing::warn!("no API keys configured: the API is open to anyone who can reach {addr}");
     }
-    let auth = std::sync::Arc::new(auth);
-    tokio::spawn(reload_keys_on_hangup(auth.clone()));
+    let auth = Arc::new(auth);
+    let reloads = Reloads { auth: auth.clone(), tls: tls.clone().map(|tls| (tls, node.peers.clone())) };
+    tokio::spawn(reload_on_hangup(reloads));
     let app = api::router(node.clone(), auth);
     let hub = node.hub.clone();
     let mut metrics = node.raft.metrics();
@@ -57,7 +68,14 @@ pub async fn serve(config: NodeConfig, auth: Auth) -> Result<(), ServeError> {
         // (they resume elsewhere) so that the graceful shutdown can finish.
         hub.shut_down();
     };
-    let served = axum::serve(listener, app).with_graceful_shutdown(stopping).await;
+    let served = match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(stopping).await,
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls).map_err(|source| ServeError::Listen { addr, source })?;
+            let app = app.into_make_service_with_connect_info::<Peer>();
+            axum::serve(listener, app).with_graceful_shutdown(stopping).await
+        }
+    };
     let fatal = node.raft.metrics().borrow().running_state.clone().err().map(|f| format!("raft stopped: {f}"));
     let fatal = fatal.or_else(|| node.stop_reason());
     if let Err(e) = node.raft.shutdown().await {
@@ -86,25 +104,49 @@ pub async fn serve(config: NodeConfig, auth: Auth) -> Result<(), ServeError> {
     served.map_err(|source| ServeError::Listen { addr, source })
 }
 
-/// Reads the API keys again on every SIGHUP; a file that does not load
-/// leaves the keys as they were.
-async fn reload_keys_on_hangup(auth: std::sync::Arc<Auth>) {
+/// What a SIGHUP reads again.
+struct Reloads {
+    auth: Arc<Auth>,
+    /// The server's TLS set-up and the client that talks TLS to peers.
+    tls: Option<(Arc<ServerTls>, PeerClient)>,
+}
+
+impl Reloads {
+    /// Reads the API keys and the TLS files again; whatever does not load
+    /// stays as it was (and says why in the log).
+    fn reload(&self) {
+        match self.auth.reload() {
+            Ok(keys) => tracing::info!(keys, "API keys reloaded"),
+            Err(e) => tracing::error!("API keys not reloaded: {e}"),
+        }
+        let Some((server, peers)) = &self.tls else { return };
+        // Both sides are read before either is swapped.
+        let reloaded = server.files().peer_client_config().and_then(|client| {
+            server.reload()?;
+            peers.set_tls(&client)
+        });
+        match reloaded {
+            Ok(()) => tracing::info!("TLS certificates reloaded"),
+            Err(e) => tracing::error!("TLS certificates not reloaded: {e}"),
+        }
+    }
+}
+
+/// Reads keys and certificates again on every SIGHUP.
+async fn reload_on_hangup(reloads: Reloads) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP: the API keys will not be reloaded");
+            tracing::warn!("cannot listen for SIGHUP: keys and certificates will not be reloaded");
             return;
         };
         while hangups.recv().await.is_some() {
-            match auth.reload() {
-                Ok(keys) => tracing::info!(keys, "API keys reloaded"),
-                Err(e) => tracing::error!("API keys not reloaded: {e}"),
-            }
+            reloads.reload();
         }
     }
     #[cfg(not(unix))]
-    let _ = auth;
+    let _ = reloads;
 }
 
 async fn shutdown_signal() {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,10 +18,12 @@ use crate::codec;
 use crate::node::forward::ForwardRequest;
 use crate::node::identity::Introduction;
 use crate::peer::{CLUSTER_HEADER, INCARNATION_HEADER, NODE_HEADER, SECRET_HEADER};
+use crate::tls::listener::Peer;
+use crate::tls::TlsFiles;
 
 /// Refuses internal requests that do not carry the cluster secret.
 pub async fn require_secret(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    match check_secret(&app, request.headers()) {
+    match check_client_certificate(&app, &request).and_then(|()| check_secret(&app, request.headers())) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }
@@ -31,9 +33,25 @@ pub async fn require_secret(State(app): State<AppState>, request: Request, next:
 /// come from another cluster or from a node whose data directory is not the
 /// one this cluster knows it by (a wiped or replaced node).
 pub async fn require_member(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    match check_secret(&app, request.headers()).and_then(|()| check_sender(&app, request.headers())) {
+    let checked = check_client_certificate(&app, &request)
+        .and_then(|()| check_secret(&app, request.headers()))
+        .and_then(|()| check_sender(&app, request.headers()));
+    match checked {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
+    }
+}
+
+/// With `--tls-client-ca`, only connections that presented a certificate
+/// the client CA verified reach `/raft/*` (the TLS handshake lets
+/// anonymous clients through, for the public API).
+fn check_client_certificate(app: &AppState, request: &Request) -> Result<(), ApiError> {
+    if !app.node.config.tls.as_ref().is_some_and(TlsFiles::mutual) {
+        return Ok(());
+    }
+    match request.extensions().get::<ConnectInfo<Peer>>() {
+        Some(ConnectInfo(peer)) if peer.certified => Ok(()),
+        _ => Err(ApiError::forbidden("/raft/* requires a client certificate signed by this cluster's --tls-client-ca")),
     }
 }
 

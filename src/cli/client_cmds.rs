@@ -1,10 +1,35 @@
 //! The client subcommands: thin wrappers over [`crate::client::Client`]
 //! that print JSON and turn errors into one line and exit code 1.
 
+use std::path::PathBuf;
+
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::client::Client;
+
+/// How every client subcommand proves who it is and checks the node.
+#[derive(Debug, Args)]
+pub struct Access {
+    /// API key, sent as a bearer token.
+    #[arg(long, global = true, env = "SYNAP_API_KEY")]
+    api_key: Option<String>,
+    /// CA certificate (PEM) that https:// nodes are checked against
+    /// (default: the system's roots).
+    #[arg(long, global = true, env = "SYNAP_CA")]
+    ca: Option<PathBuf>,
+}
+
+impl Access {
+    /// A client of the nodes at `urls`, with the key and the CA.
+    fn client<S: AsRef<str>>(&self, urls: &[S]) -> Result<Client, String> {
+        let client = Client::cluster(urls).with_api_key(self.api_key.clone());
+        match &self.ca {
+            Some(ca) => client.with_ca(ca).map_err(|e| format!("--ca: {e}")),
+            None => Ok(client),
+        }
+    }
+}
 
 /// Options every client subcommand takes.
 #[derive(Debug, Args)]
@@ -12,14 +37,13 @@ pub struct ClientArgs {
     /// Base URL of any node.
     #[arg(long, global = true, env = "SYNAP_URL", default_value = "http://127.0.0.1:15500")]
     url: String,
-    /// API key, sent as a bearer token.
-    #[arg(long, global = true, env = "SYNAP_API_KEY")]
-    api_key: Option<String>,
+    #[command(flatten)]
+    access: Access,
 }
 
 impl ClientArgs {
-    fn client(&self) -> Client {
-        Client::new(&self.url).with_api_key(self.api_key.clone())
+    fn client(&self) -> Result<Client, String> {
+        self.access.client(&[&self.url])
     }
 }
 
@@ -61,9 +85,8 @@ pub struct TailArgs {
     /// one when a node goes away.
     #[arg(long, env = "SYNAP_URL", default_value = "http://127.0.0.1:15500", value_delimiter = ',')]
     url: Vec<String>,
-    /// API key, sent as a bearer token.
-    #[arg(long, env = "SYNAP_API_KEY")]
-    api_key: Option<String>,
+    #[command(flatten)]
+    access: Access,
     /// Follow through this durable consumer instead: print and ack what it
     /// hands out, across workers and restarts (`--from` and `--types` are
     /// the consumer's settings then).
@@ -154,9 +177,8 @@ pub struct ConsumeArgs {
     /// next one when a node goes away.
     #[arg(long, env = "SYNAP_URL", default_value = "http://127.0.0.1:15500", value_delimiter = ',')]
     url: Vec<String>,
-    /// API key, sent as a bearer token.
-    #[arg(long, env = "SYNAP_API_KEY")]
-    api_key: Option<String>,
+    #[command(flatten)]
+    access: Access,
 }
 
 #[derive(Debug, Args)]
@@ -294,7 +316,7 @@ pub async fn publish(args: PublishArgs) -> Result<(), String> {
         metadata.insert(k.to_owned(), Value::from(v));
     }
     let metadata = (!metadata.is_empty()).then_some(Value::Object(metadata));
-    let client = args.client.client();
+    let client = args.client.client()?;
     let result = client
         .publish(&args.room, &args.event_type, &data, metadata.as_ref(), args.id.as_deref())
         .await
@@ -310,7 +332,7 @@ pub async fn publish(args: PublishArgs) -> Result<(), String> {
 pub async fn publish_stream(args: PublishStreamArgs) -> Result<(), String> {
     use tokio::io::AsyncBufReadExt;
 
-    let stream = args.client.client().publish_stream().await.map_err(|e| e.to_string())?;
+    let stream = args.client.client()?.publish_stream().await.map_err(|e| e.to_string())?;
     let (mut sender, mut receiver) = stream.split();
     let window = std::sync::Arc::new(tokio::sync::Semaphore::new(crate::client::MAX_IN_FLIGHT));
     let mut sending = {
@@ -375,7 +397,7 @@ pub async fn publish_stream(args: PublishStreamArgs) -> Result<(), String> {
 }
 
 pub async fn history(args: HistoryArgs) -> Result<(), String> {
-    let page = args.client.client().history(&args.room, args.from, args.limit).await.map_err(|e| e.to_string())?;
+    let page = args.client.client()?.history(&args.room, args.from, args.limit).await.map_err(|e| e.to_string())?;
     for event in &page.events {
         println!("{}", serde_json::to_string(event).map_err(|e| e.to_string())?);
     }
@@ -389,7 +411,7 @@ pub async fn tail(args: TailArgs) -> Result<(), String> {
     use crate::client::{Received, StartAt, SubscribeOptions};
 
     let from = StartAt::from_query(args.from);
-    let client = Client::cluster(&args.url).with_api_key(args.api_key);
+    let client = args.access.client(&args.url)?;
     if let Some(name) = &args.consumer {
         let consumer = client.consumer(&args.room, name);
         loop {
@@ -466,7 +488,7 @@ async fn print_and_settle(
 pub async fn consumer(args: ConsumerArgs) -> Result<(), String> {
     use crate::client::{ConsumerOptions, NamedStart, StartSpec};
 
-    let client = args.client.client();
+    let client = args.client.client()?;
     match args.command {
         ConsumerCommand::Add { room, name, settings } => {
             let start = match settings.start.as_deref() {
@@ -506,7 +528,7 @@ pub async fn consumer(args: ConsumerArgs) -> Result<(), String> {
 
 /// `synap consume`: one fetch, printed, then acked (or handed back).
 pub async fn consume(args: ConsumeArgs) -> Result<(), String> {
-    let client = Client::cluster(&args.url).with_api_key(args.api_key);
+    let client = args.access.client(&args.url)?;
     let consumer = client.consumer(&args.room, &args.name);
     print_and_settle(&consumer, args.max, std::time::Duration::from_millis(args.wait_ms), !args.no_ack)
         .await
@@ -514,18 +536,18 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), String> {
 }
 
 pub async fn rooms(args: ClientArgs) -> Result<(), String> {
-    for room in args.client().rooms().await.map_err(|e| e.to_string())? {
+    for room in args.client()?.rooms().await.map_err(|e| e.to_string())? {
         println!("{room}");
     }
     Ok(())
 }
 
 pub async fn stats(args: StatsArgs) -> Result<(), String> {
-    print_json(&args.client.client().stats(&args.room).await.map_err(|e| e.to_string())?)
+    print_json(&args.client.client()?.stats(&args.room).await.map_err(|e| e.to_string())?)
 }
 
 pub async fn cluster(args: ClusterArgs) -> Result<(), String> {
-    let client = args.client.client();
+    let client = args.client.client()?;
     let answer = match args.command {
         ClusterCommand::Status => return print_json(&client.cluster_status().await.map_err(|e| e.to_string())?),
         ClusterCommand::Init => client.cluster_init().await,
@@ -539,8 +561,8 @@ pub async fn cluster(args: ClusterArgs) -> Result<(), String> {
 
 pub async fn health(args: HealthArgs) -> Result<(), String> {
     let client = match &args.target {
-        Some(url) => Client::new(url).with_api_key(args.client.api_key.clone()),
-        None => args.client.client(),
+        Some(url) => args.client.access.client(&[url])?,
+        None => args.client.client()?,
     };
     client.ready().await.map_err(|e| format!("{} is not ready: {e}", client.base_url()))?;
     println!("ready");
@@ -548,7 +570,7 @@ pub async fn health(args: HealthArgs) -> Result<(), String> {
 }
 
 pub async fn backup(args: BackupArgs) -> Result<(), String> {
-    let checked = args.client.client().backup(&args.out).await.map_err(|e| e.to_string())?;
+    let checked = args.client.client()?.backup(&args.out).await.map_err(|e| e.to_string())?;
     print_json(&serde_json::json!({
         "file": args.out,
         "bytes": checked.snapshot_bytes + crate::store::backup::TRAILER_LEN,
@@ -569,7 +591,30 @@ pub async fn room(args: RoomArgs) -> Result<(), String> {
                 max_age_secs: max_age_secs.map(|l| l.0),
                 max_bytes: max_bytes.map(|l| l.0),
             };
-            print_json(&args.client.client().update_room(&room, &change).await.map_err(|e| e.to_string())?)
+            print_json(&args.client.client()?.update_room(&room, &change).await.map_err(|e| e.to_string())?)
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write into: ca.pem and ca.key (kept if there), then
+    /// NAME.pem and NAME.key per name.
+    #[arg(long)]
+    out: PathBuf,
+    /// A node's name (repeatable, or comma-separated): its file names and
+    /// a DNS name in its certificate.
+    #[arg(long = "name", value_delimiter = ',', required = true)]
+    names: Vec<String>,
+    /// Another DNS name or IP address every certificate holds
+    /// (repeatable, or comma-separated), e.g. 127.0.0.1,localhost.
+    #[arg(long = "host", value_delimiter = ',')]
+    hosts: Vec<String>,
+}
+
+/// `synap certs`: a throwaway CA and node certificates.
+pub fn certs(args: CertsArgs) -> Result<(), String> {
+    let made = crate::tls::certs::make(&args.out, &args.names, &args.hosts).map_err(|e| e.to_string())?;
+    let nodes: Vec<_> = made.nodes.iter().map(|(cert, key)| serde_json::json!({ "cert": cert, "key": key })).collect();
+    print_json(&serde_json::json!({ "ca": made.ca, "new_ca": made.new_ca, "nodes": nodes }))
 }

@@ -16,6 +16,7 @@ use crate::base_url::BaseUrl;
 use crate::command::MAX_REQUEST_BYTES;
 use crate::node::NodeConfig;
 use crate::raft::NodeId;
+use crate::tls::TlsFiles;
 
 /// Synap: a clustered, replicated event-stream server.
 #[derive(Debug, Parser)]
@@ -60,6 +61,9 @@ enum Command {
     Restore(client_cmds::RestoreArgs),
     /// Generate load and print a report.
     Bench(bench::BenchArgs),
+    /// Make a throwaway CA (reused if DIR has one) and certificates for
+    /// nodes, for tests and local TLS clusters.
+    Certs(client_cmds::CertsArgs),
 }
 
 /// `synap serve` flags. Each has a `SYNAP_*` environment twin.
@@ -94,6 +98,22 @@ pub struct ServeArgs {
     /// TOML file of API keys with permissions and room patterns.
     #[arg(long, env = "SYNAP_AUTH_FILE")]
     auth_file: Option<PathBuf>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM); needs
+    /// --tls-key. Peer URLs are then https://.
+    #[arg(long, env = "SYNAP_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "SYNAP_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that peers' certificates are checked
+    /// against (default: the system's roots).
+    #[arg(long, env = "SYNAP_TLS_CA", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM) on /raft/*
+    /// (mutual TLS between nodes); this node then presents --tls-cert to
+    /// its peers. Set it on every node or none.
+    #[arg(long, env = "SYNAP_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Shared secret required on internal (/raft) requests.
     #[arg(long, env = "SYNAP_CLUSTER_SECRET")]
     cluster_secret: Option<String>,
@@ -162,7 +182,12 @@ pub fn parse_peers(spec: &str) -> Result<BTreeMap<NodeId, BaseUrl>, UsageError> 
 
 impl ServeArgs {
     fn into_config(self) -> Result<NodeConfig, UsageError> {
-        let advertise = self.advertise.unwrap_or_else(|| format!("http://{}", self.listen));
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key, ca: self.tls_ca, client_ca: self.tls_client_ca }),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let advertise = self.advertise.unwrap_or_else(|| format!("{scheme}://{}", self.listen));
         let advertise = BaseUrl::parse(&advertise).map_err(|e| UsageError(format!("--advertise: {e}")))?;
         let join = match &self.join {
             Some(url) => Some(BaseUrl::parse(url).map_err(|e| UsageError(format!("--join: {e}")))?),
@@ -177,6 +202,15 @@ impl ServeArgs {
                 "--max-event-bytes is at most {MAX_REQUEST_BYTES}: a larger event would not replicate within a \
                  heartbeat interval"
             )));
+        }
+        if tls.is_some() {
+            let plain = std::iter::once(("--advertise", &advertise))
+                .chain(join.iter().map(|url| ("--join", url)))
+                .chain(peers.values().map(|url| ("--peers", url)))
+                .find(|(_, url)| !url.as_str().starts_with("https://"));
+            if let Some((flag, url)) = plain {
+                return Err(UsageError(format!("{flag}: {url} is not https:// but this node serves TLS")));
+            }
         }
         if !peers.is_empty() && !peers.contains_key(&self.id) {
             return Err(UsageError(format!("--peers does not list this node's id {}", self.id)));
@@ -198,6 +232,7 @@ impl ServeArgs {
             dedup_window: Duration::from_secs(self.dedup_window_secs),
             subscriber_send_timeout: Duration::from_secs(self.subscriber_send_timeout_secs.max(1)),
             snapshot_every: self.snapshot_every,
+            tls,
         })
     }
 }
@@ -231,6 +266,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Backup(args) => client_cmds::backup(args).await,
         Command::Restore(args) => client_cmds::restore(args),
         Command::Bench(args) => bench::run(args).await,
+        Command::Certs(args) => client_cmds::certs(args),
     };
     match outcome {
         Ok(()) => 0,

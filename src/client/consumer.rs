@@ -248,8 +248,7 @@ impl Consumer {
         loop {
             let index = self.node.load(Ordering::Relaxed) % nodes.len();
             let request = self.client.websocket_request(&nodes[index], &self.path("/ws"))?;
-            let connected =
-                tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request)).await;
+            let connected = tokio::time::timeout(Duration::from_secs(5), self.client.connect_websocket(request)).await;
             let lost = match connected {
                 Ok(Ok((mut socket, _))) => {
                     failures = 0;

@@ -13,6 +13,7 @@ mod consumer;
 mod publish;
 mod subscribe;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -21,6 +22,10 @@ use serde_json::Value;
 
 use crate::base_url::BaseUrl;
 use crate::node::cluster::ClusterStatus;
+use crate::tls::TlsError;
+
+/// A WebSocket to a node, plain or TLS.
+type WebSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 pub use crate::protocol::{RoomStats, StartAt};
 
 pub use consumer::{
@@ -104,6 +109,24 @@ pub struct HistoryPage {
 /// How long a backup may take to arrive.
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
 
+impl ClientError {
+    /// A transport failure, with every cause in `error`'s chain: reqwest
+    /// says "error sending request" and keeps the reason (a refused
+    /// connection, an unknown certificate issuer) in its sources.
+    fn transport(url: &str, error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut reason = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !reason.contains(&cause_text) {
+                reason = format!("{reason}: {cause_text}");
+            }
+            source = cause.source();
+        }
+        ClientError::Transport { url: url.to_owned(), reason }
+    }
+}
+
 /// The error a node's non-success answer describes.
 fn http_error(status: reqwest::StatusCode, bytes: &[u8]) -> ClientError {
     let message = serde_json::from_slice::<Value>(bytes)
@@ -121,6 +144,14 @@ pub struct Client {
     nodes: Vec<BaseUrl>,
     api_key: Option<String>,
     http: reqwest::Client,
+    /// The TLS set-up for `https://` and `wss://` nodes, when not the
+    /// built-in one (the system's roots).
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The HTTP client every [`Client`] request uses, over `tls` if given.
+fn http_client(tls: Option<&rustls::ClientConfig>) -> Result<reqwest::Client, TlsError> {
+    crate::tls::http_client(tls, |builder| builder.timeout(Duration::from_secs(30)).tcp_nodelay(true))
 }
 
 impl Client {
@@ -136,9 +167,32 @@ impl Client {
         if nodes.is_empty() {
             nodes.push(BaseUrl::lenient("http://127.0.0.1:15500"));
         }
-        let http =
-            reqwest::Client::builder().timeout(Duration::from_secs(30)).tcp_nodelay(true).build().unwrap_or_default();
-        Self { base: nodes[0].clone(), nodes, api_key: None, http }
+        // Building fails only if the TLS back end cannot start; ring always
+        // does, and reqwest's plain default is then as good.
+        let http = http_client(None).unwrap_or_default();
+        Self { base: nodes[0].clone(), nodes, api_key: None, http, tls: None }
+    }
+
+    /// Checks `https://` and `wss://` nodes against the CA certificate(s)
+    /// in the PEM file `ca` instead of the system's roots.
+    pub fn with_ca(mut self, ca: &std::path::Path) -> Result<Self, TlsError> {
+        let tls = crate::tls::client_config(Some(ca), None)?;
+        self.http = http_client(Some(&tls))?;
+        self.tls = Some(Arc::new(tls));
+        Ok(self)
+    }
+
+    /// Opens the WebSocket that `request` asks for, over this client's TLS
+    /// set-up for `wss://`.
+    async fn connect_websocket(
+        &self,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<
+        (WebSocket, tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>),
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await
     }
 
     /// Sends `key` as a bearer token on every request.
@@ -175,13 +229,9 @@ impl Client {
             Some(key) => request.bearer_auth(key),
             None => request,
         };
-        let response =
-            request.send().await.map_err(|e| ClientError::Transport { url: url.to_owned(), reason: e.to_string() })?;
+        let response = request.send().await.map_err(|e| ClientError::transport(url, &e))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Transport { url: url.to_owned(), reason: e.to_string() })?;
+        let bytes = response.bytes().await.map_err(|e| ClientError::transport(url, &e))?;
         if !status.is_success() {
             return Err(http_error(status, &bytes));
         }
@@ -198,7 +248,7 @@ impl Client {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let transport = |e: reqwest::Error| ClientError::Transport { url: url.clone(), reason: e.to_string() };
+        let transport = |e: reqwest::Error| ClientError::transport(&url, &e);
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {

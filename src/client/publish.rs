@@ -93,7 +93,8 @@ impl Client {
     /// Opens a [`PublishStream`] to the first node.
     pub async fn publish_stream(&self) -> Result<PublishStream, ClientError> {
         let request = self.websocket_request(&self.base, "/publish/ws")?;
-        let (socket, _) = tokio_tungstenite::connect_async(request)
+        let (socket, _) = self
+            .connect_websocket(request)
             .await
             .map_err(|e| ClientError::Transport { url: self.base.websocket("/publish/ws"), reason: e.to_string() })?;
         let (sink, source) = socket.split();

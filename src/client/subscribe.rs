@@ -76,15 +76,14 @@ impl Client {
                 _ => url.path().to_owned(),
             };
             let request = self.websocket_request(base, &path)?;
-            let outcome =
-                match tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(request)).await {
-                    Ok(Ok((socket, _))) => {
-                        failures = 0;
-                        stream_from(socket, &mut next, options.types.is_some(), &mut handler).await
-                    }
-                    Ok(Err(e)) => Err(Ended::Lost(e.to_string())),
-                    Err(_) => Err(Ended::Lost("connect timed out".into())),
-                };
+            let outcome = match tokio::time::timeout(Duration::from_secs(5), self.connect_websocket(request)).await {
+                Ok(Ok((socket, _))) => {
+                    failures = 0;
+                    stream_from(socket, &mut next, options.types.is_some(), &mut handler).await
+                }
+                Ok(Err(e)) => Err(Ended::Lost(e.to_string())),
+                Err(_) => Err(Ended::Lost("connect timed out".into())),
+            };
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(Ended::Fatal(e)) => return Err(e),

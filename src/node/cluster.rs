@@ -57,6 +57,9 @@ pub enum StartError {
     /// A data directory restored from a backup could not be finished.
     #[error(transparent)]
     Restore(#[from] restore::RestoreError),
+    /// The TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Why a membership operation failed.
@@ -179,7 +182,9 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     }
     .validate()
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let peers = PeerClient::new(config.cluster_secret.clone()).with_sender(config.id, identity.incarnation.clone());
+    let peer_tls = config.tls.as_ref().map(|files| files.peer_client_config()).transpose()?;
+    let peers = PeerClient::new(config.cluster_secret.clone(), peer_tls.as_ref())?
+        .with_sender(config.id, identity.incarnation.clone());
     let network = NetworkFactory::new(config.id, peers.clone());
     let raft = raft::Raft::new(config.id, Arc::new(raft_config), network, log.clone(), sm)
         .await

@@ -325,7 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_of_large_writes_travels_in_rpcs_the_leader_accepts() {
-        let forwarder = Forwarder::new(PeerClient::new(None), 64 << 20);
+        let forwarder = Forwarder::new(PeerClient::new(None, None).unwrap(), 64 << 20);
         let (leader, batches) = leader(false).await;
         let megabyte =
             |i: usize| Request::KvSet { key: format!("k{i}"), value: "v".repeat(1 << 20), ttl_ms: None, nx: false };
@@ -344,7 +344,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stalled_leader_holds_only_its_own_slots() {
-        let forwarder = Forwarder::new(PeerClient::new(None), 64 << 20);
+        let forwarder = Forwarder::new(PeerClient::new(None, None).unwrap(), 64 << 20);
         let (stalled, _) = leader(true).await;
         let (healthy, batches) = leader(false).await;
         // Fill every slot of the stalled leader's worker, and queue more.

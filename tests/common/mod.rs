@@ -28,7 +28,24 @@ pub struct NodeProc {
     pub id: u64,
     pub url: String,
     pub data_dir: PathBuf,
+    /// The CA its certificate is checked against (its `--tls-ca`), when it
+    /// serves TLS.
+    pub ca: Option<PathBuf>,
     process: Process,
+}
+
+/// The value of `flag` in `args`.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// `https` when `args` make a node serve TLS.
+fn scheme(args: &[String]) -> &'static str {
+    if args.iter().any(|a| a == "--tls-cert") {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 impl NodeProc {
@@ -44,10 +61,12 @@ impl NodeProc {
             "--data-dir".to_owned(),
             data_dir.display().to_string(),
         ];
+        let url = format!("{}://127.0.0.1:{port}", scheme(&args));
+        let ca = flag_value(&args, "--tls-ca").map(PathBuf::from);
         all.extend(args);
         let process =
             Process::new(Path::new(env!("CARGO_BIN_EXE_synap")), all, log).env("SYNAP_LOG", "synap=info,openraft=warn");
-        NodeProc { id, url: format!("http://127.0.0.1:{port}"), data_dir, process }
+        NodeProc { id, url, data_dir, ca, process }
     }
 
     pub fn start(&mut self) {
@@ -88,7 +107,11 @@ impl NodeProc {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(&self.url)
+        let client = Client::new(&self.url);
+        match &self.ca {
+            Some(ca) => client.with_ca(ca).expect("the node's CA file loads"),
+            None => client,
+        }
     }
 }
 
@@ -123,15 +146,12 @@ impl Cluster {
         let turn = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let dir = TempDir::new().expect("temp dir");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let scheme = scheme(&extra);
         let peers: Vec<String> =
-            ports.iter().enumerate().map(|(i, p)| format!("{}=http://127.0.0.1:{p}", i + 1)).collect();
+            ports.iter().enumerate().map(|(i, p)| format!("{}={scheme}://127.0.0.1:{p}", i + 1)).collect();
         let peers = peers.join(",");
-        let mut cluster = Cluster {
-            nodes: Vec::new(),
-            dir,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            _turn: turn,
-        };
+        let mut cluster = Cluster { nodes: Vec::new(), dir, extra_args: extra, _turn: turn };
         for (i, port) in ports.iter().enumerate() {
             let id = i as u64 + 1;
             let mut args = vec!["--peers".to_owned(), peers.clone()];
