@@ -252,3 +252,55 @@ async fn changed_retention_applies_to_the_events_already_there_on_every_node() {
         assert_eq!(offsets, vec![29, 30], "node {node}: a new event pushes the oldest out");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_rooms_take_the_default_settings_unless_their_creation_says_otherwise() {
+    let defaults = ["--default-max-events", "5", "--default-max-bytes", "100000"];
+    let cluster = Cluster::start(3, &defaults);
+    cluster.wait_ready(READY).await;
+    cluster.wait_protocol(synap::command::ROOM_SETTINGS_PROTOCOL, std::time::Duration::from_secs(30)).await;
+    let follower = cluster.nodes[1].client();
+    let base = cluster.nodes[1].url.clone();
+
+    // A room made by a publish through a follower gets the defaults, on
+    // every node.
+    for i in 0..8 {
+        follower.publish("auto", "tick", &json!({ "i": i }), None, None).await.unwrap();
+    }
+    let histories = cluster.converged_history("auto", 8, READY).await;
+    for (id, history) in &histories {
+        let offsets: Vec<u64> = history.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, vec![3, 4, 5, 6, 7], "node {id} keeps the newest five");
+    }
+    let stats = cluster.nodes[2].client().stats("auto").await.unwrap();
+    assert_eq!((stats.max_events, stats.max_age_secs, stats.max_bytes), (Some(5), None, Some(100000)));
+
+    // A creation that says otherwise: null removes a default, a number
+    // replaces it, absent keeps it.
+    let (status, answer) =
+        raw(Method::POST, &format!("{base}/stream/explicit"), Some(r#"{"max_events":null,"max_bytes":300}"#)).await;
+    assert_eq!(status, 201, "{answer}");
+    let stats = &answer["stats"];
+    assert_eq!((stats["max_events"].clone(), stats["max_bytes"].clone()), (json!(null), json!(300)), "{answer}");
+    for i in 0..10 {
+        // Each payload is {"pad":"xx…"}: 40 bytes of data; 300 bytes keep 7.
+        follower.publish("explicit", "tick", &json!({ "pad": format!("{i:030}") }), None, None).await.unwrap();
+    }
+    let kept = follower.stats("explicit").await.unwrap();
+    assert_eq!((kept.min_offset, kept.next_offset), (3, 10), "{kept:?}");
+
+    // The command endpoint too; bad settings are refused and create nothing.
+    let command = format!("{base}/api/v1/command");
+    let create = |payload: serde_json::Value| {
+        let body = json!({ "command": "stream.create", "request_id": "r", "payload": payload }).to_string();
+        let command = command.clone();
+        async move { raw(Method::POST, &command, Some(&body)).await }
+    };
+    let (status, answer) = create(json!({ "room": "bad", "max_bytes": 0 })).await;
+    assert!(answer["error"].as_str().unwrap_or_default().contains("max_bytes must be at least 1"), "{status} {answer}");
+    assert!(follower.stats("bad").await.is_err(), "a refused creation creates nothing");
+    let (_, answer) = create(json!({ "room": "commanded", "max_age_secs": 3600 })).await;
+    assert_eq!(answer["success"], json!(true), "{answer}");
+    let stats = follower.stats("commanded").await.unwrap();
+    assert_eq!((stats.max_events, stats.max_age_secs, stats.max_bytes), (Some(5), Some(3600), Some(100000)));
+}

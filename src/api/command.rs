@@ -115,14 +115,12 @@ fn payload<T: DeserializeOwned>(command: &str, payload: Value) -> Result<T, ApiE
 #[derive(Deserialize)]
 struct RoomPayload {
     room: String,
-    #[serde(default)]
-    max_events: Option<u64>,
-    #[serde(default)]
-    max_age_secs: Option<u64>,
 }
 
+/// A room and settings: those of a new room (absent ones take the node's
+/// defaults) or a change.
 #[derive(Deserialize)]
-struct RoomUpdatePayload {
+struct RoomSettingsPayload {
     room: String,
     #[serde(flatten)]
     change: input::RoomChangeBody,
@@ -185,10 +183,10 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
     }
     let value = match command {
         "stream.create" | "stream.get_or_create" => {
-            let p: RoomPayload = payload(command, body)?;
+            let p: RoomSettingsPayload = payload(command, body)?;
             input::room_name(&p.room)?;
             caller.require(Action::Publish, Some(&p.room))?;
-            let config = input::room_config(p.max_events, p.max_age_secs)?;
+            let config = p.change.settings()?;
             let created = if command == "stream.create" {
                 app.rooms.create(&p.room, config).await.map(|_| true)?
             } else {
@@ -248,7 +246,7 @@ async fn run(app: &AppState, caller: &Caller, command: &str, body: Value) -> Res
             json!({ "rooms": rooms, "count": rooms.len() })
         }
         "stream.update" => {
-            let p: RoomUpdatePayload = payload(command, body)?;
+            let p: RoomSettingsPayload = payload(command, body)?;
             input::room_name(&p.room)?;
             caller.require(Action::Admin, Some(&p.room))?;
             let info = app.rooms.update(&p.room, p.change.check()?).await?;

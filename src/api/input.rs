@@ -230,24 +230,6 @@ impl<'a> BatchBody<'a> {
     }
 }
 
-/// Body of room creation: its settings, all optional.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RoomConfigBody {
-    #[serde(default)]
-    max_events: Option<u64>,
-    #[serde(default)]
-    max_age_secs: Option<u64>,
-}
-
-impl RoomConfigBody {
-    /// Parses an optional body (empty means defaults).
-    pub fn parse(body: &[u8]) -> Result<RoomConfig, ApiError> {
-        let parsed: RoomConfigBody = json_or_default(body)?;
-        room_config(parsed.max_events, parsed.max_age_secs)
-    }
-}
-
 /// Body of `PATCH /stream/{room}` and payload of `stream.update`: each
 /// setting absent (kept), `null` (no limit) or at least 1.
 #[derive(Deserialize, Default)]
@@ -273,12 +255,24 @@ impl RoomChangeBody {
         parsed.check()
     }
 
+    /// Parses and checks the settings of a room being created (the body
+    /// may be empty): what is absent takes the node's default.
+    pub fn parse_settings(body: &[u8]) -> Result<RoomChange, ApiError> {
+        let parsed: RoomChangeBody = json_or_default(body)?;
+        parsed.settings()
+    }
+
     /// Checks a change of settings: something changes, and every limit set
     /// is at least 1.
     pub fn check(self) -> Result<RoomChange, ApiError> {
         if self.max_events.is_none() && self.max_age_secs.is_none() && self.max_bytes.is_none() {
             return Err(ApiError::bad_request("nothing to change: give max_events, max_age_secs and/or max_bytes"));
         }
+        self.settings()
+    }
+
+    /// Checks the settings given: every limit set is at least 1.
+    pub fn settings(self) -> Result<RoomChange, ApiError> {
         room_config(self.max_events.flatten(), self.max_age_secs.flatten())?;
         if self.max_bytes == Some(Some(0)) {
             return Err(ApiError::bad_request("max_bytes must be at least 1"));
@@ -413,12 +407,15 @@ mod tests {
 
     #[test]
     fn room_settings_must_be_positive() {
-        assert_eq!(RoomConfigBody::parse(b"  ").unwrap(), RoomConfig::default());
-        let config = RoomConfigBody::parse(br#"{"max_events":10}"#).unwrap();
-        assert_eq!(config.max_events, Some(10));
-        assert!(RoomConfigBody::parse(br#"{"max_events":0}"#).is_err());
-        assert!(RoomConfigBody::parse(br#"{"max_age_secs":0}"#).is_err());
-        assert!(RoomConfigBody::parse(br#"{"retention":1}"#).is_err());
+        assert_eq!(RoomChangeBody::parse_settings(b"  ").unwrap(), RoomChange::default());
+        let config = RoomChangeBody::parse_settings(br#"{"max_events":10}"#).unwrap();
+        assert_eq!(config.max_events, Some(Some(10)));
+        let config = RoomChangeBody::parse_settings(br#"{"max_events":null,"max_bytes":64}"#).unwrap();
+        assert_eq!((config.max_events, config.max_age_secs, config.max_bytes), (Some(None), None, Some(Some(64))));
+        assert!(RoomChangeBody::parse_settings(br#"{"max_events":0}"#).is_err());
+        assert!(RoomChangeBody::parse_settings(br#"{"max_age_secs":0}"#).is_err());
+        assert!(RoomChangeBody::parse_settings(br#"{"max_bytes":0}"#).is_err());
+        assert!(RoomChangeBody::parse_settings(br#"{"retention":1}"#).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::auth::{Action, Caller};
 use super::error::ApiError;
 use super::event_json::{consume_json, page_json};
-use super::input::{self, BatchBody, EventBody, RoomChangeBody, RoomConfigBody};
+use super::input::{self, BatchBody, EventBody, RoomChangeBody};
 use super::AppState;
 use crate::command::Published;
 use crate::protocol::RoomStats;
@@ -166,7 +166,7 @@ async fn create_route(
 ) -> Result<Response, ApiError> {
     let room = room_path(path)?;
     caller.require(Action::Publish, Some(&room))?;
-    let config = RoomConfigBody::parse(&body?)?;
+    let config = RoomChangeBody::parse_settings(&body?)?;
     let (created, info) = if if_absent {
         app.rooms.get_or_create(&room, config).await?
     } else {

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::api::auth::Auth;
 use crate::base_url::BaseUrl;
 use crate::command::MAX_REQUEST_BYTES;
-use crate::node::NodeConfig;
+use crate::node::{NodeConfig, RoomDefaults};
 use crate::raft::NodeId;
 use crate::tls::TlsFiles;
 
@@ -127,6 +127,18 @@ pub struct ServeArgs {
     /// more are refused with 503 and Retry-After.
     #[arg(long, env = "SYNAP_MAX_QUEUED_WRITE_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_queued_write_bytes: usize,
+    /// Rooms created without a max_events (by a publish, or a create that
+    /// does not say) keep at most this many events.
+    #[arg(long, env = "SYNAP_DEFAULT_MAX_EVENTS", value_parser = clap::value_parser!(u64).range(1..))]
+    default_max_events: Option<u64>,
+    /// Rooms created without a max_age_secs drop events older than this
+    /// many seconds.
+    #[arg(long, env = "SYNAP_DEFAULT_MAX_AGE_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    default_max_age_secs: Option<u64>,
+    /// Rooms created without a max_bytes keep at most this many payload
+    /// bytes.
+    #[arg(long, env = "SYNAP_DEFAULT_MAX_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    default_max_bytes: Option<u64>,
     /// Refuse publishes to rooms that do not exist instead of creating them.
     #[arg(long, env = "SYNAP_NO_AUTO_CREATE")]
     no_auto_create: bool,
@@ -233,6 +245,11 @@ impl ServeArgs {
             subscriber_send_timeout: Duration::from_secs(self.subscriber_send_timeout_secs.max(1)),
             snapshot_every: self.snapshot_every,
             tls,
+            room_defaults: RoomDefaults {
+                max_events: self.default_max_events,
+                max_age_secs: self.default_max_age_secs,
+                max_bytes: self.default_max_bytes,
+            },
         })
     }
 }

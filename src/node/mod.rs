@@ -82,6 +82,39 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// TLS files; none: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Retention of rooms created without saying otherwise.
+    pub room_defaults: RoomDefaults,
+}
+
+/// Retention settings that new rooms get unless their creation says
+/// otherwise (`--default-max-events` etc.). Each node applies its own when
+/// it takes the request; the settings then travel in the replicated entry,
+/// so every node holds the same. Give every node the same defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomDefaults {
+    /// Most events kept.
+    pub max_events: Option<u64>,
+    /// Oldest events kept, in seconds.
+    pub max_age_secs: Option<u64>,
+    /// Most payload bytes kept.
+    pub max_bytes: Option<u64>,
+}
+
+impl RoomDefaults {
+    /// Whether any default is set.
+    pub fn any(&self) -> bool {
+        self.max_events.is_some() || self.max_age_secs.is_some() || self.max_bytes.is_some()
+    }
+
+    /// The settings of a new room given `given` (absent: the default;
+    /// `null`: no limit): its configuration and its byte limit.
+    pub fn resolve(&self, given: &crate::command::RoomChange) -> (crate::command::RoomConfig, Option<u64>) {
+        let config = crate::command::RoomConfig {
+            max_events: given.max_events.unwrap_or(self.max_events),
+            max_age_secs: given.max_age_secs.unwrap_or(self.max_age_secs),
+        };
+        (config, given.max_bytes.unwrap_or(self.max_bytes))
+    }
 }
 
 /// Why a write was not answered with a result.

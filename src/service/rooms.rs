@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use super::{read_point, write, Consistency, ServiceError};
-use crate::command::{
-    NewEvent, Published, Rejection, Reply, Request, RoomChange, RoomConfig, RoomInfo, ROOM_SETTINGS_PROTOCOL,
-};
+use crate::command::{NewEvent, Published, Rejection, Reply, Request, RoomChange, RoomInfo, ROOM_SETTINGS_PROTOCOL};
 use crate::filter::TypeFilter;
 use crate::hub::Subscription;
 use crate::node::{Node, WriteError};
@@ -50,6 +48,7 @@ impl Rooms {
     /// its event landed (or where the original of a duplicate id is).
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>, ServiceError> {
         let started = std::time::Instant::now();
+        self.create_with_defaults(&events).await?;
         let request = Request::Publish { events, create_missing: self.node.config.auto_create_rooms };
         let answer = match write(&self.node, request).await {
             Ok(Reply::Published(published)) => Ok(published),
@@ -58,6 +57,27 @@ impl Rooms {
         };
         crate::telemetry::published(started.elapsed(), answer.is_ok());
         answer
+    }
+
+    /// With default retention settings, creates the missing rooms that
+    /// `events` would create (with those settings) before the publish:
+    /// the applier creates rooms from the entry alone and cannot know this
+    /// node's flags. A room created meanwhile by someone else is kept as
+    /// it is.
+    async fn create_with_defaults(&self, events: &[NewEvent]) -> Result<(), ServiceError> {
+        let config = &self.node.config;
+        if !config.auto_create_rooms || !config.room_defaults.any() {
+            return Ok(());
+        }
+        let mut rooms: Vec<&str> = events.iter().map(|e| e.room.as_str()).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        for room in rooms {
+            if self.node.store.room(room)?.is_none() {
+                self.get_or_create(room, RoomChange::default()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes one event.
@@ -83,32 +103,47 @@ impl Rooms {
         Ok(RoomPage { info: meta.info, page })
     }
 
-    /// Creates `room`; refused if it exists.
-    pub async fn create(&self, room: &str, config: RoomConfig) -> Result<RoomInfo, ServiceError> {
-        self.create_room(room, config, false).await.map(|(_, info)| info)
+    /// Creates `room` with `settings` (absent ones: this node's defaults);
+    /// refused if it exists.
+    pub async fn create(&self, room: &str, settings: RoomChange) -> Result<RoomInfo, ServiceError> {
+        self.create_room(room, settings, false).await.map(|(_, info)| info)
     }
 
-    /// Creates `room` unless it exists; says whether it did, and how the
-    /// room is now.
-    pub async fn get_or_create(&self, room: &str, config: RoomConfig) -> Result<(bool, RoomInfo), ServiceError> {
-        self.create_room(room, config, true).await
+    /// Creates `room` with `settings` (absent ones: this node's defaults)
+    /// unless it exists; says whether it did, and how the room is now.
+    pub async fn get_or_create(&self, room: &str, settings: RoomChange) -> Result<(bool, RoomInfo), ServiceError> {
+        self.create_room(room, settings, true).await
     }
 
     async fn create_room(
         &self,
         room: &str,
-        config: RoomConfig,
+        settings: RoomChange,
         if_absent: bool,
     ) -> Result<(bool, RoomInfo), ServiceError> {
-        match write(&self.node, Request::CreateRoom { room: room.to_owned(), config, if_absent }).await? {
-            Reply::Room { created, info } => Ok((created, info)),
-            other => Err(ServiceError::unexpected("create", other)),
+        let (config, max_bytes) = self.node.config.room_defaults.resolve(&settings);
+        if max_bytes.is_some() {
+            // Checked before the room exists, not between its two entries.
+            self.require_room_settings().await?;
         }
+        let (created, info) =
+            match write(&self.node, Request::CreateRoom { room: room.to_owned(), config, if_absent }).await? {
+                Reply::Room { created, info } => (created, info),
+                other => return Err(ServiceError::unexpected("create", other)),
+            };
+        if !created || max_bytes.is_none() {
+            return Ok((created, info));
+        }
+        // A byte limit is a setting of its own (protocol 6), set by the
+        // entry right after the creation; nothing published in between
+        // escapes it, since it applies to the events already there.
+        let limit = RoomChange { max_bytes: Some(max_bytes), ..Default::default() };
+        Ok((true, self.update_room(room, limit).await?))
     }
 
-    /// Changes `room`'s retention settings once every member can apply the
-    /// change (protocol 6); answers the room as it is after.
-    pub async fn update(&self, room: &str, change: RoomChange) -> Result<RoomInfo, ServiceError> {
+    /// Refuses room settings changes until every member can apply them
+    /// (protocol 6).
+    async fn require_room_settings(&self) -> Result<(), ServiceError> {
         let recorded = self.node.store.protocol()? >= ROOM_SETTINGS_PROTOCOL;
         if !recorded && !self.node.all_members_speak(ROOM_SETTINGS_PROTOCOL).await {
             return Err(WriteError::Unavailable(format!(
@@ -116,6 +151,17 @@ impl Rooms {
             ))
             .into());
         }
+        Ok(())
+    }
+
+    /// Changes `room`'s retention settings once every member can apply the
+    /// change (protocol 6); answers the room as it is after.
+    pub async fn update(&self, room: &str, change: RoomChange) -> Result<RoomInfo, ServiceError> {
+        self.require_room_settings().await?;
+        self.update_room(room, change).await
+    }
+
+    async fn update_room(&self, room: &str, change: RoomChange) -> Result<RoomInfo, ServiceError> {
         match write(&self.node, Request::UpdateRoom { room: room.to_owned(), change }).await? {
             Reply::Room { info, .. } => Ok(info),
             other => Err(ServiceError::unexpected("update", other)),
