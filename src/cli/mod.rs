@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one event.
     Publish(client_cmds::PublishArgs),
     /// Publish the events of standard input (JSON lines) over one WebSocket,
@@ -268,7 +268,7 @@ impl Cli {
 /// Runs the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     let outcome = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Publish(args) => client_cmds::publish(args).await,
         Command::PublishStream(args) => client_cmds::publish_stream(args).await,
         Command::History(args) => client_cmds::history(args).await,
