@@ -217,3 +217,47 @@ fn a_tls_node_refuses_plain_peer_urls_and_unusable_files() {
     let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(created.is_empty(), "nothing is created before the files check out: {created:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_moves_to_a_new_ca_on_sighup_and_its_nodes_still_reach_each_other() {
+    let (old, new, live) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_certs(old.path());
+    make_certs(new.path());
+    let live_ca = live.path().join("ca.pem");
+    install(old.path(), live.path());
+    std::fs::copy(old.path().join("ca.pem"), &live_ca).unwrap();
+    let args = tls_args(live.path(), &live_ca);
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::start(3, &arg_refs);
+    cluster.wait_ready(READY).await;
+    let leader = cluster.leader(READY).await;
+    let restarted = cluster.nodes.iter().map(|n| n.id).find(|id| *id != leader).expect("a follower");
+
+    // Every file replaced by the new CA's; the running nodes reload. The
+    // restarted follower's peers must open new connections to it, so they
+    // must trust the new CA and present their new certificates (its
+    // --tls-client-ca now names only the new CA).
+    install(new.path(), live.path());
+    std::fs::copy(new.path().join("ca.pem"), &live_ca).unwrap();
+    cluster.node_mut(restarted).kill();
+    for node in cluster.running() {
+        let pid = node.pid().expect("running").to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    }
+    for node in cluster.running() {
+        wait_for(READY, &format!("node {} to log the reload", node.id), || {
+            let log = node.log_tail(usize::MAX);
+            async move { log.contains("TLS certificates reloaded") }
+        })
+        .await;
+    }
+    cluster.node_mut(restarted).start();
+    let client = cluster.node(leader).client();
+    for i in 0..5 {
+        client.publish("rotated", "tick", &json!({ "i": i }), None, None).await.unwrap();
+    }
+    let histories = cluster.converged_history("rotated", 5, READY).await;
+    assert_eq!(histories.len(), 3, "the restarted node caught up over the new certificates");
+    let first = &histories[&leader];
+    assert!(histories.values().all(|h| h == first));
+}
