@@ -103,6 +103,8 @@ async fn a_mutual_tls_cluster_replicates_and_serves_https_and_wss() {
     let plain = cluster.nodes[0].url.replacen("https://", "http://", 1);
     let answer = reqwest::Client::new().get(format!("{plain}/health")).send().await;
     assert!(answer.is_err(), "plain HTTP must not be answered: {answer:?}");
+    let hint = Client::new(&plain).ready().await.unwrap_err().to_string();
+    assert!(hint.contains("does the node serve TLS? use https://"), "{hint}");
 
     // A client that does not know the CA refuses the node's certificate.
     let stranger = Client::new(&cluster.nodes[0].url).ready().await.unwrap_err().to_string();

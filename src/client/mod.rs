@@ -123,6 +123,11 @@ impl ClientError {
             }
             source = cause.source();
         }
+        // What a TLS port answers to plain HTTP is a TLS alert, which
+        // reads as a broken HTTP response.
+        if url.starts_with("http://") && reason.contains("invalid HTTP version") {
+            reason.push_str(" (does the node serve TLS? use https://)");
+        }
         ClientError::Transport { url: url.to_owned(), reason }
     }
 }
