@@ -20,6 +20,7 @@ mod metrics;
 mod publish_ws;
 pub mod stream;
 mod subscribe;
+mod ui;
 
 use std::sync::Arc;
 
@@ -126,6 +127,10 @@ pub fn router(node: Arc<Node>, auth: Arc<Auth>) -> Router {
         .route("/admin/cluster/members/{id}", delete(admin::remove))
         .route("/admin/snapshot", post(admin::snapshot))
         .route("/admin/backup", get(admin::backup))
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/app.css", get(ui::style))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(public_limit));
 
