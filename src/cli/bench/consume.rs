@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::percentile;
 use crate::base_url::BaseUrl;
-use crate::client::{Client, ConsumerOptions};
+use crate::client::ConsumerOptions;
 
 #[derive(Debug, Args)]
 pub struct ConsumeBench {
@@ -37,17 +37,16 @@ struct WorkerReport {
     messages: u64,
 }
 
-pub async fn run(bench: ConsumeBench, key: Option<&str>) -> Result<(), String> {
+pub(super) async fn run(bench: ConsumeBench, access: &super::Access) -> Result<(), String> {
     if bench.urls.is_empty() || bench.workers == 0 || bench.batch == 0 {
         return Err("need at least one url, one worker and a positive batch".into());
     }
-    let key = key.map(str::to_owned);
     let room = format!("consume-{}", uuid::Uuid::new_v4().simple());
-    let loader = Client::new(bench.urls[0].as_str()).with_api_key(key.clone());
+    let loader = access.client(bench.urls[0].as_str())?;
     let consumer = loader.consumer(&room, "bench");
     let options = ConsumerOptions { ack_wait_ms: Some(60_000), max_ack_pending: Some(10_000), ..Default::default() };
     consumer.create(&options).await.map_err(|e| e.to_string())?;
-    let http = super::http_client(key.as_deref(), 4)?;
+    let http = access.http_client(4)?;
     let event = format!(r#"{{"event":"bench.job","data":{{"pad":"{}"}}}}"#, "x".repeat(bench.size));
     let url = bench.urls[0].join(&format!("/stream/{room}/batch"));
     let mut loaded = 0;
@@ -65,7 +64,7 @@ pub async fn run(bench: ConsumeBench, key: Option<&str>) -> Result<(), String> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..bench.workers {
-        let client = Client::new(bench.urls[w % bench.urls.len()].as_str()).with_api_key(key.clone());
+        let client = access.client(bench.urls[w % bench.urls.len()].as_str())?;
         let (room, done, total, batch) = (room.clone(), done.clone(), bench.events, bench.batch);
         tasks.push(tokio::spawn(async move {
             let consumer = client.consumer(&room, "bench");

@@ -1,6 +1,7 @@
 //! `synap bench`: a load generator that prints a report. Numbers from it go
 //! into `docs/performance.md`, never into tests.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,21 +19,50 @@ pub struct BenchArgs {
     /// API key, sent as a bearer token (WebSocket: `?api_key=`).
     #[arg(long, global = true, env = "SYNAP_API_KEY")]
     api_key: Option<String>,
+    /// CA certificate (PEM) that https:// nodes are checked against
+    /// (default: the system's roots).
+    #[arg(long, global = true, env = "SYNAP_CA")]
+    ca: Option<PathBuf>,
 }
 
-/// An HTTP client for the load, authenticated with `key` if given.
-fn http_client(key: Option<&str>, pool: usize) -> Result<reqwest::Client, String> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(key) = key {
-        let value = format!("Bearer {key}").parse().map_err(|_| "the API key is not a valid header value")?;
-        headers.insert(reqwest::header::AUTHORIZATION, value);
+/// Who the load is sent as, and how `https://` nodes are checked.
+struct Access {
+    key: Option<String>,
+    ca: Option<PathBuf>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Access {
+    fn new(key: Option<String>, ca: Option<PathBuf>) -> Result<Self, String> {
+        let tls = match &ca {
+            Some(ca) => Some(Arc::new(crate::tls::client_config(Some(ca), None).map_err(|e| format!("--ca: {e}"))?)),
+            None => None,
+        };
+        Ok(Self { key, ca, tls })
     }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(pool)
-        .tcp_nodelay(true)
-        .build()
+
+    /// An HTTP client for the load, with a pool of `pool` connections per
+    /// node.
+    fn http_client(&self, pool: usize) -> Result<reqwest::Client, String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &self.key {
+            let value = format!("Bearer {key}").parse().map_err(|_| "the API key is not a valid header value")?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        crate::tls::http_client(self.tls.as_deref(), |builder| {
+            builder.default_headers(headers).pool_max_idle_per_host(pool).tcp_nodelay(true)
+        })
         .map_err(|e| e.to_string())
+    }
+
+    /// A Synap client of the node at `url`.
+    fn client(&self, url: &str) -> Result<crate::client::Client, String> {
+        let client = crate::client::Client::new(url).with_api_key(self.key.clone());
+        match &self.ca {
+            Some(ca) => client.with_ca(ca).map_err(|e| format!("--ca: {e}")),
+            None => Ok(client),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,11 +133,12 @@ enum Transport {
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
+    let access = Access::new(args.api_key, args.ca)?;
     match args.scenario {
-        Scenario::Publish(bench) => publish(bench, args.api_key.as_deref()).await,
-        Scenario::Fanout(bench) => fanout(bench, args.api_key.as_deref()).await,
+        Scenario::Publish(bench) => publish(bench, &access).await,
+        Scenario::Fanout(bench) => fanout(bench, &access).await,
         Scenario::Nats(bench) => nats::run(bench).await,
-        Scenario::Consume(bench) => consume::run(bench, args.api_key.as_deref()).await,
+        Scenario::Consume(bench) => consume::run(bench, &access).await,
     }
 }
 
@@ -150,7 +181,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
 }
 
-async fn fanout(bench: FanoutBench, key: Option<&str>) -> Result<(), String> {
+async fn fanout(bench: FanoutBench, access: &Access) -> Result<(), String> {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
 
@@ -161,12 +192,15 @@ async fn fanout(bench: FanoutBench, key: Option<&str>) -> Result<(), String> {
     let expected = bench.rate * bench.seconds;
     let mut subscribers = Vec::new();
     for s in 0..bench.subscribers {
-        let path = match key {
+        let path = match &access.key {
             Some(key) => format!("/stream/{room}/ws?api_key={key}"),
             None => format!("/stream/{room}/ws"),
         };
         let url = bench.urls[s % bench.urls.len()].websocket(&path);
-        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| format!("{url}: {e}"))?;
+        let connector = access.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(&url, None, false, connector)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
         subscribers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(expected as usize);
             let idle = Duration::from_secs(5);
@@ -183,7 +217,7 @@ async fn fanout(bench: FanoutBench, key: Option<&str>) -> Result<(), String> {
             latencies
         }));
     }
-    let http = http_client(key, 64)?;
+    let http = access.http_client(64)?;
     let publish_url = bench.urls[0].join(&format!("/stream/{room}/publish"));
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / bench.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -238,14 +272,14 @@ async fn fanout(bench: FanoutBench, key: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-async fn publish(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
+async fn publish(bench: PublishBench, access: &Access) -> Result<(), String> {
     if bench.urls.is_empty() || bench.publishers == 0 || bench.rooms == 0 {
         return Err("need at least one url, one publisher and one room".into());
     }
     if bench.transport == Transport::Ws {
-        return publish_ws(bench, key).await;
+        return publish_ws(bench, access).await;
     }
-    let http = http_client(key, bench.publishers)?;
+    let http = access.http_client(bench.publishers)?;
     let event = format!(r#"{{"event":"bench.tick","data":{{"pad":"{}"}}}}"#, "x".repeat(bench.size));
     let batch = bench.batch.max(1);
     let (endpoint, payload) = if batch == 1 {
@@ -298,13 +332,12 @@ async fn publish(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
 
 /// Publishers that each keep `--inflight` publishes in flight on one
 /// WebSocket; latency is from send to acknowledgement.
-async fn publish_ws(bench: PublishBench, key: Option<&str>) -> Result<(), String> {
+async fn publish_ws(bench: PublishBench, access: &Access) -> Result<(), String> {
     let inflight = bench.inflight.clamp(1, crate::client::MAX_IN_FLIGHT);
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for p in 0..bench.publishers {
-        let client =
-            crate::client::Client::new(bench.urls[p % bench.urls.len()].as_str()).with_api_key(key.map(str::to_owned));
+        let client = access.client(bench.urls[p % bench.urls.len()].as_str())?;
         let mut stream = client.publish_stream().await.map_err(|e| e.to_string())?;
         let room = format!("bench-{}", p % bench.rooms);
         let pad = "x".repeat(bench.size);
