@@ -6,24 +6,12 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 use synap_chaos::process::Process;
-
-/// A tool from the `prometheus` package: on PATH, or where `env` says.
-fn tool(name: &str, env: &str) -> PathBuf {
-    if let Ok(path) = std::env::var(env) {
-        return PathBuf::from(path);
-    }
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().expect("sh");
-    let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
-    assert!(!path.is_empty(), "{name} is not installed: apt-get install prometheus (or set {env})");
-    PathBuf::from(path)
-}
 
 /// The value of a one-element instant-vector answer, if there is one.
 async fn query(prometheus: &str, expr: &str) -> Option<f64> {
@@ -36,8 +24,8 @@ async fn query(prometheus: &str, expr: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_scrapes_the_cluster_and_answers_a_publish_rate() {
-    let promtool = tool("promtool", "SYNAP_PROMTOOL");
-    let prometheus_bin = tool("prometheus", "SYNAP_PROMETHEUS");
+    let promtool = program("SYNAP_PROMTOOL", &["promtool"], "prometheus");
+    let prometheus_bin = program("SYNAP_PROMETHEUS", &["prometheus"], "prometheus");
     let cluster = Cluster::start(3, &[]);
     cluster.wait_ready(Duration::from_secs(30)).await;
     let load = Load::start(4, cluster.urls(), vec!["metered".to_owned()]);

@@ -12,13 +12,6 @@ use common::*;
 use serde_json::{json, Value};
 use synap::client::{Client, Received, StartAt, SubscribeOptions};
 
-/// Runs this build's `synap` with `args`; returns (exit code, stdout, stderr).
-fn synap(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_synap")).args(args).output().expect("run synap");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
-}
-
 /// `synap certs` into `dir` for one certificate, `node`, valid for
 /// 127.0.0.1 and localhost; answers the CA's path.
 fn make_certs(dir: &Path) -> PathBuf {

@@ -17,22 +17,6 @@ use serde_json::json;
 
 const KEY: &str = "console-key";
 
-/// A program from `package`: the path in `env` if set, else the first of
-/// `names` on PATH.
-fn program(env: &str, names: &[&str], package: &str) -> PathBuf {
-    if let Ok(path) = std::env::var(env) {
-        return PathBuf::from(path);
-    }
-    for name in names {
-        let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().expect("sh");
-        let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
-        if !path.is_empty() {
-            return PathBuf::from(path);
-        }
-    }
-    panic!("{} not found: apt-get install {package} (or set {env})", names.join(" or "));
-}
-
 /// chromedriver on a free port, killed when dropped.
 struct Driver {
     child: Child,

@@ -86,7 +86,7 @@ impl StoredEvent {
 
     /// Roughly what the event weighs in memory and on the wire.
     pub fn weight(&self) -> usize {
-        64 + self.event_type.len() + self.data.len() + self.metadata.as_ref().map_or(0, String::len) + self.id.len()
+        64 + self.event_type.len() + self.payload_bytes() as usize + self.id.len()
     }
 }
 

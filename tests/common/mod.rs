@@ -18,6 +18,30 @@ use tempfile::TempDir;
 /// How long a node may take to become ready (elections, catching up).
 pub const READY: Duration = Duration::from_secs(30);
 
+/// Runs this build's `synap` with `args`; returns (exit code, stdout,
+/// stderr).
+pub fn synap(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synap")).args(args).output().expect("run synap");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// A program a test needs from Debian's `package`: the path in `env` if
+/// set, else the first of `names` on PATH; fails saying what to install.
+pub fn program(env: &str, names: &[&str], package: &str) -> PathBuf {
+    if let Ok(path) = std::env::var(env) {
+        return PathBuf::from(path);
+    }
+    for name in names {
+        let found = std::process::Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().expect("sh");
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+        if !path.is_empty() {
+            return PathBuf::from(path);
+        }
+    }
+    panic!("{} not found: apt-get install {package} (or set {env})", names.join(" or "));
+}
+
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     synap_chaos::process::free_port().expect("free port")
