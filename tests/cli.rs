@@ -143,4 +143,12 @@ fn unreachable_node_and_bad_flags_fail_with_one_line() {
     let (code, _, err) = synap(&["serve", "--id", "5", "--peers", "1=http://127.0.0.1:1,2=http://127.0.0.1:2"]);
     assert_eq!(code, 1);
     assert!(err.contains("does not list this node's id 5"), "stderr: {err}");
+
+    // A store without a page cache is refused before anything is opened.
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("node");
+    let (code, _, err) = synap(&["serve", "--id", "1", "--store-cache-mb", "0", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(err.contains("--store-cache-mb"), "stderr: {err}");
+    assert!(!data.exists(), "the refused start created {}", data.display());
 }

@@ -158,6 +158,11 @@ pub struct ServeArgs {
     /// entries; 0 = never.
     #[arg(long, env = "SYNAP_SNAPSHOT_EVERY", default_value_t = 20_000)]
     snapshot_every: u64,
+    /// Memory for the applied state's page cache, in MiB (sled's own
+    /// accounting: the process holds more than this). Reads of history
+    /// older than the cache go to the OS page cache.
+    #[arg(long, env = "SYNAP_STORE_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    store_cache_mb: u64,
     /// Threads running the node's async work; 0 = one per core. Fewer can
     /// serve synchronous publishers faster when nodes share cores
     /// (docs/performance.md).
@@ -244,6 +249,7 @@ impl ServeArgs {
             dedup_window: Duration::from_secs(self.dedup_window_secs),
             subscriber_send_timeout: Duration::from_secs(self.subscriber_send_timeout_secs.max(1)),
             snapshot_every: self.snapshot_every,
+            store_cache_bytes: self.store_cache_mb * 1024 * 1024,
             tls,
             room_defaults: RoomDefaults {
                 max_events: self.default_max_events,

@@ -35,9 +35,6 @@ const PROMOTE_WAIT: Duration = Duration::from_secs(30);
 /// How long `POST /admin/snapshot` waits for the snapshot to be written.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 
-/// sled's page cache.
-const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -141,7 +138,7 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     let before_markers = !Identity::exists(&config.data_dir);
     let identity = Identity::load_or_create(&config.data_dir, config.id)?;
     let db_dir = config.data_dir.join(database::DIR);
-    let db = Arc::new(Database::open(&db_dir, SLED_CACHE_BYTES, before_markers)?);
+    let db = Arc::new(Database::open(&db_dir, config.store_cache_bytes, before_markers)?);
     let log = LogStore::open_in(&config.data_dir, db.sled())?;
     tokio::spawn(write_out_periodically(db.clone()));
     let store = Store::open(db)?;

@@ -80,6 +80,8 @@ pub struct NodeConfig {
     /// Build a snapshot (and purge the log behind it) every this many
     /// entries; 0 disables snapshots.
     pub snapshot_every: u64,
+    /// sled's page cache for the applied state, in bytes.
+    pub store_cache_bytes: u64,
     /// TLS files; none: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
     /// Retention of rooms created without saying otherwise.
