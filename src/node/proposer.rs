@@ -219,7 +219,7 @@ async fn run(
         }
         crate::telemetry::proposed(requests.len());
         let command = Command { timestamp_ms: clock.now(), dedup_window_ms, requests };
-        let receiver = match raft.client_write_ff(command).await {
+        let receiver = match raft.client_write_ff(Arc::new(command)).await {
             Ok(receiver) => receiver,
             Err(fatal) => {
                 let error = ProposeError::Unknown(format!("raft stopped: {fatal}"));

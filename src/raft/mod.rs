@@ -9,6 +9,8 @@ pub mod log_store;
 pub mod network;
 pub mod state_machine;
 
+use std::sync::Arc;
+
 use crate::command::{Command, Reply};
 
 /// Identifier of a cluster member (`--id`).
@@ -20,7 +22,11 @@ pub type Node = openraft::BasicNode;
 openraft::declare_raft_types!(
     /// Synap's openraft type configuration.
     pub TypeConfig:
-        D = Command,
+        // Shared, so that handing an entry out of the log's cache of recent
+        // entries (to the state machine and to each follower's replication)
+        // is a reference count, not a copy of every event. Serialized as
+        // the command itself.
+        D = Arc<Command>,
         R = Vec<Reply>,
         NodeId = NodeId,
         Node = Node,

@@ -456,7 +456,10 @@ mod tests {
             dedup_window_ms: 0,
             requests: vec![Request::Publish { events: vec![event], create_missing: true }],
         };
-        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(command) }
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Arc::new(command)),
+        }
     }
 
     fn open(dir: &Path, db: &str) -> StateMachine {

@@ -20,6 +20,7 @@
 mod flusher;
 mod meta;
 mod migrate;
+mod recent;
 pub mod segments;
 
 use std::fmt::Debug;
@@ -34,6 +35,7 @@ use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::{codec, durable};
 use flusher::Flusher;
 pub use meta::Meta;
+use recent::Recent;
 use segments::{LogError, SegmentLog};
 
 /// Segment size: a new file is started once the current one reaches it.
@@ -65,6 +67,8 @@ struct State {
     log: SegmentLog,
     meta: Meta,
     last_log_id: Option<LogId>,
+    /// The newest entries, decoded: what apply and replication read.
+    recent: Recent,
 }
 
 fn log_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -90,7 +94,7 @@ impl LogStore {
             false => meta.last_purged,
         };
         let flusher = Flusher::start().map_err(|source| LogError::Io { path: dir.to_owned(), source })?;
-        let state = State { log, meta, last_log_id };
+        let state = State { log, meta, last_log_id, recent: Recent::default() };
         Ok(Self { shared: Arc::new(Shared { dir: dir.to_owned(), state: Mutex::new(state), flusher }) })
     }
 
@@ -150,26 +154,39 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
     (start, end)
 }
 
+impl LogStore {
+    /// The entries `start..end` (clamped to what the log holds), or the
+    /// first of them within `budget` record bytes (at least one): from the
+    /// cache of recent entries when it holds them all, else from the files.
+    fn read(&self, start: u64, end: u64, budget: u64) -> Result<Vec<Entry>, StorageError> {
+        let read_err = |e| log_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+        // Locate under the lock, read the files without it: replication and
+        // apply read while the raft core appends.
+        let chunks = {
+            let state = self.state();
+            if let Some(entries) = state.recent.get(start, end.min(state.log.next_index()), budget) {
+                return Ok(entries);
+            }
+            state.log.locate_within(start..end, budget)
+        };
+        decode_all(segments::read_chunks(chunks).map_err(read_err)?).map_err(read_err)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(&range);
-        // Locate under the lock, read without it: replication and apply
-        // read while the raft core appends.
-        let chunks = self.state().log.locate(start..end);
-        let records = segments::read_chunks(chunks).map_err(|e| log_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        decode_all(records).map_err(|e| log_err(ErrorSubject::Logs, ErrorVerb::Read, e))
+        self.read(start, end, u64::MAX)
     }
 
     /// What replication sends in one append: a prefix of `start..end` of at
     /// most [`MAX_APPEND_BYTES`] (at least one entry), so that a large
     /// backlog travels in appends that each fit a heartbeat interval.
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
-        let chunks = self.state().log.locate_within(start..end, MAX_APPEND_BYTES);
-        let records = segments::read_chunks(chunks).map_err(|e| log_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        decode_all(records).map_err(|e| log_err(ErrorSubject::Logs, ErrorVerb::Read, e))
+        self.read(start, end, MAX_APPEND_BYTES)
     }
 }
 
@@ -204,18 +221,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let write_err = |e: LogError| log_err(ErrorSubject::Logs, ErrorVerb::Write, e);
         let mut records = Vec::new();
-        let mut last = None;
+        let mut decoded = Vec::new();
         for entry in entries {
             let bytes = codec::encode(&entry).map_err(|e| write_err(LogError::Corrupt(e.to_string())))?;
             records.push((entry.log_id.index, bytes));
-            last = Some(entry.log_id);
+            decoded.push(entry);
         }
         crate::telemetry::appended(records.len());
         let file = {
             let mut state = self.state();
             let file = state.log.append(&records).map_err(write_err)?;
-            if last.is_some() {
-                state.last_log_id = last;
+            if let Some(last) = decoded.last() {
+                state.last_log_id = Some(last.log_id);
+            }
+            for (entry, (_, bytes)) in decoded.into_iter().zip(&records) {
+                state.recent.push(entry, bytes.len());
             }
             file
         };
@@ -228,6 +248,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let delete_err = |e| log_err(ErrorSubject::Logs, ErrorVerb::Delete, e);
         let mut state = self.state();
         state.log.truncate(log_id.index).map_err(delete_err)?;
+        state.recent.truncate(log_id.index);
         state.last_log_id = if state.log.next_index() > state.log.first_index() {
             Some(read_log_id(&state.log, state.log.next_index() - 1).map_err(delete_err)?)
         } else {
@@ -248,6 +269,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         meta.write(&self.shared.dir).map_err(delete_err)?;
         state.meta = meta;
         let done = state.log.purge(log_id.index).map_err(delete_err)?;
+        state.recent.purge(log_id.index);
         if state.last_log_id < Some(log_id) {
             state.last_log_id = Some(log_id);
         }

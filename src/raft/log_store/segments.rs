@@ -33,7 +33,8 @@ use std::sync::Arc;
 
 use crate::durable;
 
-const HEADER: usize = 16;
+/// Bytes of a record's header.
+pub const HEADER: usize = 16;
 const SUFFIX: &str = ".log";
 
 /// A failure of the log files.

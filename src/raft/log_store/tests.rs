@@ -3,9 +3,12 @@ use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, Vote};
 use super::*;
 use crate::command::Command;
 
-fn entry(term: u64, index: u64) -> Entry {
+pub(super) fn entry(term: u64, index: u64) -> Entry {
     let command = Command { timestamp_ms: index, dedup_window_ms: 0, requests: Vec::new() };
-    Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Normal(command) }
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(Arc::new(command)),
+    }
 }
 
 /// Writes a log the way versions before segment files did: entries in the
