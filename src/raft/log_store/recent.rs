@@ -5,10 +5,10 @@
 //! from the segment files, each of those reads decodes the whole entry again,
 //! every event of it: about a tenth of a leader's time under pipelined
 //! publishing (docs/performance.md). Entries share their command (`Arc`), so
-//! handing one out
-//! of this cache costs a reference count. The cache holds a contiguous run
-//! ending at the log's last entry and at most [`LIMIT_BYTES`] of records;
-//! older reads (a follower catching up, a restart) go to the files.
+//! handing one out of this cache costs a reference count. The cache holds a
+//! contiguous run ending at the log's last entry and at most [`LIMIT_BYTES`]
+//! of records; older reads (a follower catching up, a restart) go to the
+//! files.
 
 use std::collections::VecDeque;
 
@@ -17,8 +17,8 @@ use crate::raft::Entry;
 
 /// Most record bytes (as the segment files count them) kept decoded: as
 /// much as the largest entry the proposer makes. Apply and replication
-/// read within the last few entries of a loaded cluster; 16 MiB measured
-/// no faster and left ~15 MB more resident per node after a load
+/// read within the last few entries of a loaded cluster; a 16 MiB window
+/// was no faster and left ~15 MB more resident per node after a load
 /// (docs/performance.md).
 pub const LIMIT_BYTES: u64 = 4 * 1024 * 1024;
 
