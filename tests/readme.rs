@@ -45,7 +45,9 @@ impl Local {
 
     fn rewrite(&self, line: &str) -> String {
         let bin = env!("CARGO_BIN_EXE_synap");
-        let mut line = line.replace("cargo run --release --", bin).replace("target/release/synap", bin);
+        // `target/release/synap` first: a release build's own path ends in it,
+        // so replacing it after `cargo run` would rewrite that path again.
+        let mut line = line.replace("target/release/synap", bin).replace("cargo run --release --", bin);
         if line.trim() == "cargo build --release" {
             line = "true".into();
         }
