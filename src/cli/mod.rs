@@ -163,10 +163,10 @@ pub struct ServeArgs {
     /// older than the cache go to the OS page cache.
     #[arg(long, env = "SYNAP_STORE_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     store_cache_mb: u64,
-    /// Threads running the node's async work; 0 = one fewer than the
-    /// cores, at least one: the log's fsync thread, sled's writer threads
-    /// and the kernel's network work keep a core, and fewer workers switch
-    /// less (docs/performance.md).
+    /// Threads running the node's async work; 0 = one per core. Fewer can
+    /// serve synchronous publishers faster when nodes share cores, but
+    /// stalled fan-out for up to a second while snapshots were written
+    /// (docs/performance.md).
     #[arg(long, env = "SYNAP_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
     /// UNSAFE, for testing the durability checks only: never fsync. A
@@ -263,14 +263,10 @@ impl ServeArgs {
 
 impl Cli {
     /// How many runtime worker threads the command wants; `None` leaves
-    /// tokio's default (one per core) to the commands that are not a node.
+    /// tokio's default (one per core).
     pub fn worker_threads(&self) -> Option<usize> {
         match &self.command {
             Command::Serve(args) if args.worker_threads > 0 => Some(args.worker_threads),
-            Command::Serve(_) => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                Some(cores.saturating_sub(1).max(1))
-            }
             _ => None,
         }
     }
@@ -367,12 +363,10 @@ mod tests {
     }
 
     #[test]
-    fn a_node_leaves_a_core_to_its_other_threads() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let default = workers(&["synap", "serve"]).expect("a node sets its worker count");
-        assert!(default >= 1, "at least one worker");
-        assert!(default == 1 || default < cores, "{default} workers on {cores} cores");
+    fn a_node_runs_the_workers_it_is_given_or_one_per_core() {
         assert_eq!(workers(&["synap", "serve", "--worker-threads", "3"]), Some(3));
+        assert_eq!(workers(&["synap", "serve", "--worker-threads", "0"]), None, "0: tokio's one per core");
+        assert_eq!(workers(&["synap", "serve"]), None, "the default: one per core");
         assert_eq!(workers(&["synap", "rooms"]), None, "clients keep tokio's default");
     }
 }
