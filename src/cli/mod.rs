@@ -163,10 +163,10 @@ pub struct ServeArgs {
     /// older than the cache go to the OS page cache.
     #[arg(long, env = "SYNAP_STORE_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     store_cache_mb: u64,
-    /// Threads running the node's async work; 0 = one per core. Fewer can
-    /// serve synchronous publishers faster when nodes share cores, but
-    /// stalled fan-out for up to a second while snapshots were written
-    /// (docs/performance.md).
+    /// Threads running the node's async work; 0 = one per core. Fewer cost
+    /// less CPU per publish when nodes share cores, but a node with one
+    /// worker stalled its subscribers for up to a second while snapshots
+    /// were written (docs/performance.md).
     #[arg(long, env = "SYNAP_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
     /// UNSAFE, for testing the durability checks only: never fsync. A
@@ -366,7 +366,6 @@ mod tests {
     fn a_node_runs_the_workers_it_is_given_or_one_per_core() {
         assert_eq!(workers(&["synap", "serve", "--worker-threads", "3"]), Some(3));
         assert_eq!(workers(&["synap", "serve", "--worker-threads", "0"]), None, "0: tokio's one per core");
-        assert_eq!(workers(&["synap", "serve"]), None, "the default: one per core");
         assert_eq!(workers(&["synap", "rooms"]), None, "clients keep tokio's default");
     }
 }
