@@ -140,7 +140,6 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     let db_dir = config.data_dir.join(database::DIR);
     let db = Arc::new(Database::open(&db_dir, config.store_cache_bytes, before_markers)?);
     let log = LogStore::open_in(&config.data_dir, db.sled())?;
-    tokio::spawn(write_out_periodically(db.clone()));
     let store = Store::open(db)?;
     let hub = Hub::new(store.clone(), config.max_subscribers);
     let sm = StateMachine::open(store.clone(), &config.data_dir.join(state_machine::DIR), hub.clone())?;
@@ -214,26 +213,6 @@ pub async fn open(config: NodeConfig) -> Result<Arc<Node>, StartError> {
     tokio::spawn(readiness::run(Arc::downgrade(&node)));
     tokio::spawn(lifecycle::run(node.raft.metrics()));
     Ok(node)
-}
-
-/// Writes sled's buffers out every [`database::WRITE_EVERY`], so that a
-/// process crash costs little re-applying. Not a sync: see
-/// [`Database`] for what is durable when.
-async fn write_out_periodically(db: Arc<Database>) {
-    let mut tick = tokio::time::interval(database::WRITE_EVERY);
-    loop {
-        tick.tick().await;
-        // The node is gone when only this task holds the database.
-        if Arc::strong_count(&db) == 1 {
-            return;
-        }
-        let db = db.clone();
-        match tokio::task::spawn_blocking(move || db.write_out()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("writing out the state: {e}"),
-            Err(e) => tracing::warn!("writing out the state: {e}"),
-        }
-    }
 }
 
 /// Forms or joins the cluster as the configuration says. Never
