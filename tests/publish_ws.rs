@@ -175,3 +175,50 @@ async fn a_client_that_reads_late_still_gets_every_answer() {
     let mut sink = sender.await.expect("the sender finished");
     sink.close().await.expect("close");
 }
+
+/// Both ends read their sockets a few KiB at a time
+/// (`protocol::WS_READ_BUFFER`); events many times that size still arrive
+/// whole: published over the pipelined stream, delivered to a subscriber
+/// of the client library.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_far_larger_than_one_socket_read_arrive_whole() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.wait_ready(READY).await;
+    let client = cluster.nodes[1].client();
+    let mut stream = client.publish_stream().await.expect("open the publish stream");
+    let sizes = [20 * synap::protocol::WS_READ_BUFFER, 3, 60 * synap::protocol::WS_READ_BUFFER];
+    for (i, size) in sizes.iter().enumerate() {
+        let data = json!({ "i": i, "pad": "x".repeat(*size) });
+        stream.send("large", "blob", &data, None, None).await.expect("send");
+    }
+    let (acks, unreadable) = answers(&mut stream, sizes.len()).await;
+    stream.close().await.expect("close");
+    assert_eq!(unreadable, 0);
+    let offsets: Vec<u64> = acks.values().map(|a| a.outcome.as_ref().expect("published").offset).collect();
+    assert_eq!(offsets, vec![0, 1, 2]);
+
+    let mut received = Vec::new();
+    let subscriber = cluster.nodes[2].client();
+    let subscription = subscriber.subscribe(
+        "large",
+        synap::client::StartAt::Offset(0),
+        synap::client::SubscribeOptions::default(),
+        |r| {
+            if let synap::client::Received::Event(e) = r {
+                received.push(e);
+            }
+            match received.len() < sizes.len() {
+                true => std::ops::ControlFlow::Continue(()),
+                false => std::ops::ControlFlow::Break(()),
+            }
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(30), subscription)
+        .await
+        .expect("three events within 30 s")
+        .expect("the subscription ends cleanly");
+    for (i, (event, size)) in received.iter().zip(sizes).enumerate() {
+        assert_eq!(event.offset, i as u64);
+        assert_eq!(event.data, json!({ "i": i, "pad": "x".repeat(size) }), "event {i} arrived whole");
+    }
+}

@@ -47,7 +47,9 @@ pub async fn push_ws(
     // A missing room or consumer is a 404 before the upgrade.
     app.consumers.info(&room, &name)?;
     let upgrade = upgrade?;
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, app, room, name)))
+    Ok(upgrade
+        .read_buffer_size(crate::protocol::WS_READ_BUFFER)
+        .on_upgrade(move |socket| serve(socket, app, room, name)))
 }
 
 fn message_frame(room: &str, message: &Leased) -> String {

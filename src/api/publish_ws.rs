@@ -73,7 +73,7 @@ pub async fn publish_ws(
         caller.require(Action::Publish, None)?;
     }
     let upgrade = upgrade?;
-    Ok(upgrade.on_upgrade(move |socket| serve(socket, app, caller)))
+    Ok(upgrade.read_buffer_size(crate::protocol::WS_READ_BUFFER).on_upgrade(move |socket| serve(socket, app, caller)))
 }
 
 fn error_frame(seq: Option<u64>, e: &ApiError) -> String {

@@ -101,7 +101,9 @@ pub async fn ws(
     let subscription = open(&caller, &app, path, query, None)?;
     let upgrade = upgrade?;
     let timeout = app.node.config.subscriber_send_timeout;
-    Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, subscription, None, timeout)))
+    Ok(upgrade
+        .read_buffer_size(crate::protocol::WS_READ_BUFFER)
+        .on_upgrade(move |socket| serve_ws(socket, subscription, None, timeout)))
 }
 
 /// `GET /stream/{room}/ws/{subscriber_id}` (Synap SDK form)
@@ -117,7 +119,9 @@ pub async fn ws_subscriber(
     let subscription = open(&caller, &app, Ok(Path(room)), query, None)?;
     let upgrade = upgrade?;
     let timeout = app.node.config.subscriber_send_timeout;
-    Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, subscription, Some(subscriber_id), timeout)))
+    Ok(upgrade
+        .read_buffer_size(crate::protocol::WS_READ_BUFFER)
+        .on_upgrade(move |socket| serve_ws(socket, subscription, Some(subscriber_id), timeout)))
 }
 
 async fn serve_ws(socket: WebSocket, mut subscription: Subscription, subscriber_id: Option<String>, timeout: Duration) {

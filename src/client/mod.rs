@@ -159,6 +159,13 @@ fn http_client(tls: Option<&rustls::ClientConfig>) -> Result<reqwest::Client, Tl
     crate::tls::http_client(tls, |builder| builder.timeout(Duration::from_secs(30)).tcp_nodelay(true))
 }
 
+/// The settings of every WebSocket the client (and `synap bench`) opens:
+/// reads of at most [`crate::protocol::WS_READ_BUFFER`] bytes.
+pub fn websocket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(crate::protocol::WS_READ_BUFFER)
+}
+
 impl Client {
     /// A client for the node at `base_url` (e.g. `http://127.0.0.1:15500`).
     pub fn new(base_url: &str) -> Self {
@@ -197,7 +204,7 @@ impl Client {
         tokio_tungstenite::tungstenite::Error,
     > {
         let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(websocket_config()), false, connector).await
     }
 
     /// Sends `key` as a bearer token on every request.

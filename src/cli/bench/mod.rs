@@ -198,9 +198,14 @@ async fn fanout(bench: FanoutBench, access: &Access) -> Result<(), String> {
         };
         let url = bench.urls[s % bench.urls.len()].websocket(&path);
         let connector = access.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-        let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(&url, None, false, connector)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
+        let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+            &url,
+            Some(crate::client::websocket_config()),
+            false,
+            connector,
+        )
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
         subscribers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(expected as usize);
             let idle = Duration::from_secs(5);
