@@ -163,10 +163,9 @@ pub struct ServeArgs {
     /// older than the cache go to the OS page cache.
     #[arg(long, env = "SYNAP_STORE_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     store_cache_mb: u64,
-    /// Threads running the node's async work; 0 = one per core. Fewer cost
-    /// less CPU per publish when nodes share cores, but a node with one
-    /// worker stalled its subscribers for up to a second while snapshots
-    /// were written (docs/performance.md).
+    /// Threads running the node's async work; 0 = one per core. Nodes that
+    /// share a host's cores spend less CPU per publish with fewer
+    /// (docs/operations.md, "Co-located nodes").
     #[arg(long, env = "SYNAP_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
     /// UNSAFE, for testing the durability checks only: never fsync. A
