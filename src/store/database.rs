@@ -31,6 +31,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -71,6 +72,8 @@ fn open_when_released(config: sled::Config) -> Result<sled::Db, sled::Error> {
 /// The applied state's sled database.
 pub struct Database {
     db: sled::Db,
+    /// A write failed ([`Database::distrust`]).
+    distrusted: AtomicBool,
     dir: PathBuf,
     /// sled's main file: what `checkpoint` fdatasyncs.
     main_file: File,
@@ -97,7 +100,13 @@ impl Database {
         durable::create_dir_all(dir)?;
         let db = open_when_released(sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(None))?;
         let main_file = File::open(dir.join("db"))?;
-        let database = Self { db, dir: dir.to_owned(), main_file, synced_blobs: Mutex::new(None) };
+        let database = Self {
+            db,
+            distrusted: AtomicBool::new(false),
+            dir: dir.to_owned(),
+            main_file,
+            synced_blobs: Mutex::new(None),
+        };
         database.sync_files()?;
         if !marker.exists() {
             durable::replace_file(&marker, b"")?;
@@ -109,6 +118,7 @@ impl Database {
     /// it failed. Best effort (a failure is logged): the caller is failing
     /// already.
     pub fn distrust(&self) {
+        self.distrusted.store(true, Ordering::SeqCst);
         let marker = trust_marker(&self.dir);
         match std::fs::remove_file(&marker) {
             Ok(()) => {
@@ -170,6 +180,20 @@ impl Database {
         durable::sync_dir(&self.dir)?;
         *synced = newest;
         Ok(())
+    }
+}
+
+impl Drop for Database {
+    /// sled flushes its buffers when the last handle goes. After a write
+    /// failed (a full disk), that flush can wait forever for a buffer whose
+    /// write never completes, and a node exiting on the error would hang
+    /// instead. Such a database is not trusted at the next start anyway
+    /// (it is rebuilt), so it is left to the process's exit.
+    fn drop(&mut self) {
+        if *self.distrusted.get_mut() {
+            // A handle never dropped keeps sled from flushing.
+            std::mem::forget(self.db.clone());
+        }
     }
 }
 
