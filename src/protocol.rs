@@ -10,8 +10,9 @@ use crate::store::ConsumerRecord;
 /// The WebSocket library zeroes that much of its buffer before every read,
 /// also before the many that find nothing (a subscriber's task polls its
 /// socket at every event it sends): at the library's default of 128 KiB
-/// that zeroing was 13% of a node's CPU under fan-out. A larger frame
-/// still arrives whole, over more reads.
+/// that zeroing was 13% of a follower's samples under fan-out, and it cost
+/// the subscribers of `synap bench fanout` more still (fan-out p50 12 ms
+/// -> 4 ms). A larger frame still arrives whole, over more reads.
 pub const WS_READ_BUFFER: usize = 8 * 1024;
 
 /// Statistics of one room, as `GET /stream/{room}/stats` answers.
