@@ -1,9 +1,10 @@
 //! openraft's `RaftStateMachine` over the applied state in `store`.
 //!
-//! One `apply` call becomes one atomic sled batch holding the applied
-//! commands, `last_applied` and the membership, so a crash can never leave an
-//! entry half-applied, and re-applying after restart starts exactly after the
-//! last batch that survived. Applies are not synced: the Raft log is the
+//! One `apply` call becomes one all-or-nothing write of the applied state
+//! (`Store::write`) holding the applied commands, `last_applied` and the
+//! membership, so a crash can never leave an entry half-applied, and
+//! re-applying after restart starts exactly after the last apply that
+//! survived. Applies are not synced: the Raft log is the
 //! durable record, and the state is checkpointed (`Store::checkpoint`) only
 //! where the log behind it may be dropped — when a snapshot is built or
 //! installed.

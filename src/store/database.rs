@@ -14,12 +14,13 @@
 //! behind it is about to be dropped (building or installing a snapshot),
 //! which is where the state machine checkpoints.
 //!
-//! Nothing calls sled's `flush` between checkpoints. Each `apply_batch`
-//! already hands the buffer holding the previous batch to sled's writer
-//! threads, so a process crash loses at most the last batch (re-applied
-//! from the log). A periodic `flush` would add nothing but a wait: it holds
-//! sled's global read lock until its writes reach the disk, and every
-//! `apply_batch` needs that lock exclusively, so while snapshots kept the
+//! Nothing calls sled's `flush` between checkpoints. Applies are plain
+//! inserts (see `redo`), which sled hands to its writer threads once its
+//! write buffer is full, so a crash loses the applies of at most a buffer
+//! or so (re-applied from the log, the same as any other crash point). A
+//! periodic `flush` would add nothing but a wait: it holds sled's global
+//! read lock until its writes reach the disk, and a large apply (one
+//! `apply_batch`) needs that lock exclusively, so while snapshots kept the
 //! disk busy it stopped applies for up to two seconds.
 //!
 //! sled is consistent after a crash, not after a failed write: once a write

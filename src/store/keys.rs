@@ -1,5 +1,6 @@
-//! Key layout of the applied state, all in one sled tree so that one
-//! `sled::Batch` (atomic) can change any part of it.
+//! Key layout of the applied state, all in one sled tree (`state`). Beside
+//! it, the `redo` tree holds only the record of the last apply (see
+//! `store::redo`).
 //!
 //! | prefix | key                         | value                  |
 //! |--------|-----------------------------|------------------------|

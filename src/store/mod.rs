@@ -11,6 +11,7 @@ pub mod consumer;
 pub mod database;
 pub(crate) mod keys;
 pub mod point_in_time;
+mod redo;
 pub mod snapshot;
 
 pub use apply::{Applier, ApplyBatch, RoomUpdate};
@@ -18,6 +19,7 @@ pub use consumer::{ConsumerRecord, Pending};
 pub use database::Database;
 pub use point_in_time::{PointInTime, Writes};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
@@ -149,30 +151,76 @@ pub struct Page {
 pub struct Store {
     db: Arc<Database>,
     tree: sled::Tree,
-    /// Readers share it; a snapshot install, which empties and refills the
-    /// tree, and a checkpoint, during which nothing may touch sled, hold it
-    /// exclusively.
+    /// The redo record of the last apply written as plain inserts (see
+    /// `redo`), and whether it is there.
+    redo: sled::Tree,
+    redo_held: Arc<AtomicBool>,
+    /// Readers share it; a write, a snapshot install (which empties and
+    /// refills the tree) and a checkpoint (during which nothing may touch
+    /// sled) hold it exclusively.
     gate: Arc<RwLock<()>>,
     /// The open point-in-time view, which every write reports to.
     view: Arc<Mutex<Option<Arc<point_in_time::Recorded>>>>,
 }
 
 impl Store {
-    /// Opens the applied-state tree of `db`.
+    /// Opens the applied-state tree of `db`, first finishing the last apply
+    /// if a crash cut it short (see `redo`).
     pub fn open(db: Arc<Database>) -> Result<Self, StoreError> {
         let tree = db.sled().open_tree("state")?;
-        Ok(Self { db, tree, gate: Arc::default(), view: Arc::default() })
+        let redo = db.sled().open_tree(redo::TREE)?;
+        let record = redo.get(redo::KEY)?;
+        if let Some(record) = &record {
+            let batch = redo::decode(record).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            tree.apply_batch(batch)?;
+        }
+        let redo_held = Arc::new(AtomicBool::new(record.is_some()));
+        Ok(Self { db, tree, redo, redo_held, gate: Arc::default(), view: Arc::default() })
     }
 
-    /// Applies `writes` atomically: the one way the applied state changes
-    /// (a snapshot install aside, which replaces it whole).
+    /// Makes `writes`, in order, all or nothing across a crash: the one way
+    /// the applied state changes (a snapshot install aside, which replaces
+    /// it whole). Readers never see part of them.
     pub(crate) fn write(&self, writes: Writes) -> Result<(), StoreError> {
-        let (batch, keys) = writes.into_parts();
+        let writes = writes.into_inner();
         let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(view) = view {
-            view.before_write(&self.tree, &keys)?;
+            view.before_write(&self.tree, &writes)?;
         }
-        self.tree.apply_batch(batch)?;
+        let _writing = self.replacing();
+        match redo::encode(&writes) {
+            Some(record) => {
+                self.redo.insert(redo::KEY, record)?;
+                self.redo_held.store(true, Ordering::Relaxed);
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => self.tree.insert(key, value)?,
+                        None => self.tree.remove(key)?,
+                    };
+                }
+            }
+            None => {
+                self.forget_redo()?;
+                let mut batch = sled::Batch::default();
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => batch.insert(key, value),
+                        None => batch.remove(key),
+                    }
+                }
+                self.tree.apply_batch(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the redo record, so that nothing replays it over what is
+    /// written next. The caller holds the gate exclusively.
+    pub(super) fn forget_redo(&self) -> Result<(), StoreError> {
+        if self.redo_held.load(Ordering::Relaxed) {
+            self.redo.remove(redo::KEY)?;
+            self.redo_held.store(false, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -410,5 +458,101 @@ impl Store {
         let db = Database::open(&dir.path().join(database::DIR), 16 << 20, false).expect("open sled");
         let store = Store::open(Arc::new(db)).expect("open store");
         (dir, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sled::IVec;
+
+    use super::*;
+
+    fn open(dir: &Path) -> Store {
+        let db = Database::open(&dir.join(database::DIR), 16 << 20, false).expect("open sled");
+        Store::open(Arc::new(db)).expect("open store")
+    }
+
+    fn contents(store: &Store) -> Vec<(IVec, IVec)> {
+        store.tree().iter().collect::<Result<_, _>>().expect("iterate")
+    }
+
+    fn writes(list: &[(&str, Option<&str>)]) -> Writes {
+        let mut writes = Writes::default();
+        for (key, value) in list {
+            match value {
+                Some(value) => writes.insert(key.as_bytes(), value.as_bytes()),
+                None => writes.remove(key.as_bytes()),
+            }
+        }
+        writes
+    }
+
+    const FIRST: &[(&str, Option<&str>)] = &[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))];
+    const SECOND: &[(&str, Option<&str>)] = &[("b", None), ("a", Some("2")), ("d", Some("2")), ("a", Some("3"))];
+
+    /// What a crash can leave of an apply written as plain inserts: its
+    /// record and any prefix of its writes. Opening the store again must
+    /// show the whole apply, wherever the crash cut it.
+    #[test]
+    fn an_apply_cut_short_by_a_crash_is_finished_at_the_next_open() {
+        let whole = {
+            let (_dir, store) = Store::scratch();
+            store.write(writes(FIRST)).unwrap();
+            store.write(writes(SECOND)).unwrap();
+            contents(&store)
+        };
+        for cut in 0..=SECOND.len() {
+            let dir = tempfile::TempDir::new().unwrap();
+            {
+                let store = open(dir.path());
+                store.write(writes(FIRST)).unwrap();
+                let second = writes(SECOND).into_inner();
+                store.redo.insert(redo::KEY, redo::encode(&second).unwrap()).unwrap();
+                for (key, value) in second.into_iter().take(cut) {
+                    match value {
+                        Some(value) => store.tree.insert(key, value).unwrap(),
+                        None => store.tree.remove(key).unwrap(),
+                    };
+                }
+            }
+            assert_eq!(contents(&open(dir.path())), whole, "crash after {cut} writes of the second apply");
+        }
+    }
+
+    /// An apply too large for a record goes as one batch; the previous
+    /// record must not replay over it.
+    #[test]
+    fn a_large_apply_is_not_undone_by_the_record_before_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let expected = {
+            let store = open(dir.path());
+            store.write(writes(FIRST)).unwrap();
+            let mut large = writes(&[("a", Some("large"))]);
+            large.insert(b"big".as_slice(), vec![0u8; redo::MAX_BYTES]);
+            store.write(large).unwrap();
+            contents(&store)
+        };
+        assert_eq!(contents(&open(dir.path())), expected);
+    }
+
+    /// A snapshot replaces the state whole; the record of an apply made
+    /// before it must not replay over it.
+    #[test]
+    fn a_loaded_snapshot_is_not_undone_by_an_earlier_record() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("state.snap");
+        let expected = {
+            let store = open(dir.path());
+            store.write(writes(FIRST)).unwrap();
+            snapshot::dump(&PointInTime::open(&store), b"meta", &path).unwrap();
+            let snapshot = contents(&store);
+            store.write(writes(SECOND)).unwrap();
+            snapshot::load(&store, &path).unwrap();
+            assert_eq!(contents(&store), snapshot);
+            snapshot
+        };
+        assert_eq!(contents(&open(dir.path())), expected);
     }
 }

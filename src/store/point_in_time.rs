@@ -2,9 +2,9 @@
 //! written while applies go on.
 //!
 //! sled has no snapshots of its own. While a view is open, every write to
-//! the state goes through [`Store::write`], which hands the batch's keys to
-//! the view before applying it, and the view keeps what each key held when
-//! it opened (first write wins). Walking the tree through the view puts
+//! the state goes through [`Store::write`], which hands the view the keys
+//! it is about to write before writing any of them, and the view keeps
+//! what each key held when it opened (first write wins). Walking the tree through the view puts
 //! those values back in place of newer ones, skips keys created since, and
 //! ends with the keys deleted since, which the tree no longer shows.
 //!
@@ -22,33 +22,28 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sled::IVec;
 
-use super::{Store, StoreError};
+use super::{redo, Store, StoreError};
 
-/// The writes of one apply (or one clean-up) as a sled batch, with their
-/// keys kept aside for an open view. Same calls as `sled::Batch`.
+/// The writes of one apply (or one clean-up), in order, as
+/// [`Store::write`] takes them.
 #[derive(Default)]
 pub struct Writes {
-    batch: sled::Batch,
-    keys: Vec<IVec>,
+    writes: Vec<redo::Write>,
 }
 
 impl Writes {
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
-        let key = key.into();
-        self.keys.push(key.clone());
-        self.batch.insert(key, value);
+        self.writes.push((key.into(), Some(value.into())));
     }
 
     /// Deletes `key`.
     pub fn remove(&mut self, key: impl Into<IVec>) {
-        let key = key.into();
-        self.keys.push(key.clone());
-        self.batch.remove(key);
+        self.writes.push((key.into(), None));
     }
 
-    pub(super) fn into_parts(self) -> (sled::Batch, Vec<IVec>) {
-        (self.batch, self.keys)
+    pub(super) fn into_inner(self) -> Vec<redo::Write> {
+        self.writes
     }
 }
 
@@ -86,10 +81,10 @@ impl Recorded {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Called with the keys of a batch before the batch is applied.
-    pub(super) fn before_write(&self, tree: &sled::Tree, keys: &[IVec]) -> Result<(), sled::Error> {
+    /// Called with the writes of an apply before any of them is made.
+    pub(super) fn before_write(&self, tree: &sled::Tree, writes: &[redo::Write]) -> Result<(), sled::Error> {
         let mut inner = self.lock();
-        for key in keys {
+        for (key, _) in writes {
             if inner.before.contains_key(key) {
                 continue;
             }

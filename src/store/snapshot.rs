@@ -37,6 +37,8 @@ pub fn dump(view: &PointInTime, header: &[u8], path: &Path) -> Result<u64, Store
 /// after a crash in between.
 pub fn load(store: &Store, path: &Path) -> Result<u64, StoreError> {
     let _replacing = store.replacing();
+    // The last apply's record must not replay over the loaded state.
+    store.forget_redo()?;
     let tree = store.tree();
     tree.clear()?;
     let file = std::fs::File::open(path)?;

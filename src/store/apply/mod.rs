@@ -4,9 +4,9 @@
 //! Offsets are assigned here, from the room's `next_offset`, so every node
 //! assigns the same offsets in the same log order. Timestamps come from the
 //! command (the proposer's clock), clamped so they never go backwards within a
-//! room. All changes of one apply call go into one [`ApplyBatch`], committed
-//! atomically together with the Raft bookkeeping (`last_applied`, membership)
-//! that the caller adds to it.
+//! room. All changes of one apply call go into one [`ApplyBatch`], written
+//! all or nothing (`Store::write`) together with the Raft bookkeeping
+//! (`last_applied`, membership) that the caller adds to it.
 
 mod consumers;
 
@@ -338,7 +338,7 @@ impl Applier {
         Ok(replies)
     }
 
-    /// Writes `batch` atomically, then removes the events of rooms it
+    /// Writes `batch` all or nothing, then removes the events of rooms it
     /// deleted. Returns what changed, room by room.
     pub fn commit(&mut self, batch: ApplyBatch) -> Result<Vec<RoomUpdate>, StoreError> {
         let ApplyBatch { batch: mut writes, deleted_rooms, mut touched, appended, consumers, .. } = batch;
