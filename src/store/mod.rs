@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
+use sled::IVec;
 
 use crate::codec::{self, CodecError};
 use crate::command::RoomInfo;
@@ -155,10 +156,15 @@ pub struct Store {
     /// `redo`), and whether it is there.
     redo: sled::Tree,
     redo_held: Arc<AtomicBool>,
-    /// Readers share it; a write, a snapshot install (which empties and
-    /// refills the tree) and a checkpoint (during which nothing may touch
-    /// sled) hold it exclusively.
+    /// Readers share it for a whole read; a snapshot install (which empties
+    /// and refills the tree) and a checkpoint (during which nothing may
+    /// touch sled) hold it exclusively.
     gate: Arc<RwLock<()>>,
+    /// Held exclusively while an apply's writes are made one by one, and
+    /// shared by every single step of a reader (a get, an iterator step): a
+    /// step sees an apply whole or not at all, as with a sled batch, and
+    /// an apply never waits for more than one step of a long read.
+    applying: Arc<RwLock<()>>,
     /// The open point-in-time view, which every write reports to.
     view: Arc<Mutex<Option<Arc<point_in_time::Recorded>>>>,
 }
@@ -175,19 +181,19 @@ impl Store {
             tree.apply_batch(batch)?;
         }
         let redo_held = Arc::new(AtomicBool::new(record.is_some()));
-        Ok(Self { db, tree, redo, redo_held, gate: Arc::default(), view: Arc::default() })
+        Ok(Self { db, tree, redo, redo_held, gate: Arc::default(), applying: Arc::default(), view: Arc::default() })
     }
 
     /// Makes `writes`, in order, all or nothing across a crash: the one way
     /// the applied state changes (a snapshot install aside, which replaces
-    /// it whole). Readers never see part of them.
+    /// it whole). Readers never see part of them (see `applying`).
     pub(crate) fn write(&self, writes: Writes) -> Result<(), StoreError> {
         let writes = writes.into_inner();
         let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(view) = view {
             view.before_write(&self.tree, &writes)?;
         }
-        let _writing = self.replacing();
+        let _writing = self.applying.write().unwrap_or_else(|p| p.into_inner());
         match redo::encode(&writes) {
             Some(record) => {
                 self.redo.insert(redo::KEY, record)?;
@@ -238,6 +244,17 @@ impl Store {
         self.gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `key`'s value, read in one step (see `applying`).
+    fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<IVec>, sled::Error> {
+        let _step = self.applying.read().unwrap_or_else(|p| p.into_inner());
+        self.tree.get(key)
+    }
+
+    /// `iter`, read one step at a time (see `applying`).
+    fn steps(&self, iter: sled::Iter) -> Steps<'_> {
+        Steps { applying: &self.applying, iter }
+    }
+
     /// Marks the state as not to be trusted after a restart (a write to it
     /// failed): the next start rebuilds it from the snapshot and the log.
     pub fn distrust(&self) {
@@ -256,7 +273,7 @@ impl Store {
     /// The room called `name`, if it exists.
     pub fn room(&self, name: &str) -> Result<Option<RoomMeta>, StoreError> {
         let _reading = self.reading();
-        match self.tree.get(keys::room(name))? {
+        match self.get(keys::room(name))? {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
         }
@@ -265,10 +282,8 @@ impl Store {
     /// Every room, ordered by name.
     pub fn rooms(&self) -> Result<Vec<RoomInfo>, StoreError> {
         let _reading = self.reading();
-        self.tree
-            .scan_prefix(keys::ROOM_PREFIX)
-            .values()
-            .map(|value| Ok(codec::decode::<RoomMeta>(&value?)?.info))
+        self.steps(self.tree.scan_prefix(keys::ROOM_PREFIX))
+            .map(|item| Ok(codec::decode::<RoomMeta>(&item?.1)?.info))
             .collect()
     }
 
@@ -307,11 +322,11 @@ impl Store {
         if from < end && limit > 0 {
             // Start at the key that holds `from`: a chunk may begin below it.
             let holding = keys::room_events(room_id).to_vec()..=keys::chunk(room_id, from, u32::MAX).to_vec();
-            let start = match self.tree.range(holding).next_back().transpose()? {
+            let start = match self.steps(self.tree.range(holding)).next_back().transpose()? {
                 Some((key, _)) if keys::events_span(&key).is_some_and(|(first, n)| first + n > from) => key.to_vec(),
                 _ => keys::event(room_id, from).to_vec(),
             };
-            'keys: for item in self.tree.range(start..keys::event(room_id, end).to_vec()) {
+            'keys: for item in self.steps(self.tree.range(start..keys::event(room_id, end).to_vec())) {
                 let (key, value) = item?;
                 let Some((first, _)) = keys::events_span(&key) else { continue };
                 for (offset, event) in (first..).zip(decode_events(&key, &value)?) {
@@ -342,19 +357,21 @@ impl Store {
     /// The retention by bytes of the room with internal id `room_id`.
     pub fn byte_limit(&self, room_id: u64) -> Result<Option<ByteLimit>, StoreError> {
         let _reading = self.reading();
-        Ok(self.tree.get(keys::byte_limit(room_id))?.map(|b| codec::decode(&b)).transpose()?)
+        Ok(self.get(keys::byte_limit(room_id))?.map(|b| codec::decode(&b)).transpose()?)
     }
 
     /// The consumer `name` of the room with internal id `room_id`.
     pub fn consumer(&self, room_id: u64, name: &str) -> Result<Option<ConsumerRecord>, StoreError> {
         let _reading = self.reading();
-        Ok(self.tree.get(keys::consumer(room_id, name))?.map(|b| codec::decode(&b)).transpose()?)
+        Ok(self.get(keys::consumer(room_id, name))?.map(|b| codec::decode(&b)).transpose()?)
     }
 
     /// The consumers of the room with internal id `room_id`, by name.
     pub fn consumers(&self, room_id: u64) -> Result<Vec<ConsumerRecord>, StoreError> {
         let _reading = self.reading();
-        self.tree.scan_prefix(keys::room_consumers(room_id)).values().map(|v| Ok(codec::decode(&v?)?)).collect()
+        self.steps(self.tree.scan_prefix(keys::room_consumers(room_id)))
+            .map(|item| Ok(codec::decode(&item?.1)?))
+            .collect()
     }
 
     /// The consumers (room, name) holding a message whose last allowed
@@ -397,7 +414,7 @@ impl Store {
     /// `Expire` removes them).
     pub fn kv_get(&self, key: &str, now: u64) -> Result<Option<String>, StoreError> {
         let _reading = self.reading();
-        let Some(bytes) = self.tree.get(keys::kv(key))? else { return Ok(None) };
+        let Some(bytes) = self.get(keys::kv(key))? else { return Ok(None) };
         let entry: KvEntry = codec::decode(&bytes)?;
         Ok(entry.is_live(now).then_some(entry.value))
     }
@@ -410,26 +427,26 @@ impl Store {
     /// Whether events are stored in chunks yet (protocol 4).
     pub fn packed(&self) -> Result<bool, StoreError> {
         let _reading = self.reading();
-        Ok(self.tree.contains_key(keys::PACKED)?)
+        Ok(self.get(keys::PACKED)?.is_some())
     }
 
     /// The protocol the state records every member speaks (0 before any
     /// `RaiseProtocol`).
     pub fn protocol(&self) -> Result<u32, StoreError> {
         let _reading = self.reading();
-        Ok(self.tree.get(keys::PROTOCOL)?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(0))
+        Ok(self.get(keys::PROTOCOL)?.map(|b| codec::decode(&b)).transpose()?.unwrap_or(0))
     }
 
     /// The cluster's id, once the cluster named itself.
     pub fn cluster_id(&self) -> Result<Option<String>, StoreError> {
         let _reading = self.reading();
-        Ok(self.tree.get(keys::CLUSTER)?.map(|b| codec::decode(&b)).transpose()?)
+        Ok(self.get(keys::CLUSTER)?.map(|b| codec::decode(&b)).transpose()?)
     }
 
     /// The incarnation the cluster knows `node` by, if recorded.
     pub fn incarnation(&self, node: u64) -> Result<Option<String>, StoreError> {
         let _reading = self.reading();
-        Ok(self.tree.get(keys::incarnation(node))?.map(|b| codec::decode(&b)).transpose()?)
+        Ok(self.get(keys::incarnation(node))?.map(|b| codec::decode(&b)).transpose()?)
     }
 
     /// Whether an `Expire` stamped `now` would remove anything: a KV key
@@ -438,7 +455,7 @@ impl Store {
     pub fn expiry_due(&self, now: u64, dedup_window_ms: u64) -> Result<bool, StoreError> {
         let _reading = self.reading();
         let first = |prefix: &[u8]| -> Result<Option<u64>, StoreError> {
-            let Some(item) = self.tree.scan_prefix(prefix).next() else { return Ok(None) };
+            let Some(item) = self.steps(self.tree.scan_prefix(prefix)).next() else { return Ok(None) };
             let (key, _) = item?;
             Ok(keys::split_expiry(&key).map(|(at, _)| at))
         };
@@ -458,6 +475,29 @@ impl Store {
         let db = Database::open(&dir.path().join(database::DIR), 16 << 20, false).expect("open sled");
         let store = Store::open(Arc::new(db)).expect("open store");
         (dir, store)
+    }
+}
+
+/// An iterator over the tree that takes the store's `applying` lock for
+/// each step.
+struct Steps<'a> {
+    applying: &'a RwLock<()>,
+    iter: sled::Iter,
+}
+
+impl Iterator for Steps<'_> {
+    type Item = Result<(IVec, IVec), sled::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let _step = self.applying.read().unwrap_or_else(|p| p.into_inner());
+        self.iter.next()
+    }
+}
+
+impl DoubleEndedIterator for Steps<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let _step = self.applying.read().unwrap_or_else(|p| p.into_inner());
+        self.iter.next_back()
     }
 }
 
@@ -519,6 +559,38 @@ mod tests {
             }
             assert_eq!(contents(&open(dir.path())), whole, "crash after {cut} writes of the second apply");
         }
+    }
+
+    /// Readers see an apply whole or not at all, as they did when each
+    /// apply was one sled batch: a reader that sees the first key of an
+    /// apply must not then find the second key older.
+    #[test]
+    fn readers_never_see_part_of_an_apply() {
+        let (_dir, store) = Store::scratch();
+        let entry = |i: u64| codec::encode(&KvEntry { value: i.to_string(), expires_at: None }).unwrap();
+        let read = |key: &str| store.kv_get(key, 0).unwrap().map_or(0, |v| v.parse::<u64>().unwrap());
+        const APPLIES: u64 = 20_000;
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                for i in 1..=APPLIES {
+                    let mut writes = Writes::default();
+                    writes.insert(keys::kv("first"), entry(i));
+                    writes.insert(keys::kv("second"), entry(i));
+                    store.write(writes).unwrap();
+                }
+            });
+            // The writer makes `first` before `second`: a reader that got
+            // between them would find `second` behind `first`.
+            loop {
+                let first = read("first");
+                let second = read("second");
+                assert!(second >= first, "read the first key of apply {first}, then the second key of apply {second}");
+                // A writer that panicked fails the test when the scope ends.
+                if first == APPLIES || writer.is_finished() {
+                    break;
+                }
+            }
+        });
     }
 
     /// An apply too large for a record goes as one batch; the previous
