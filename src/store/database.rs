@@ -16,8 +16,9 @@
 //!
 //! Nothing calls sled's `flush` between checkpoints. Applies are plain
 //! inserts (see `redo`), which sled hands to its writer threads once its
-//! write buffer is full, so a crash loses the applies of at most a buffer
-//! or so (re-applied from the log, the same as any other crash point). A
+//! write buffer (up to a segment, 512 KiB) is full, so a crash loses the
+//! applies since the last full buffer, however long ago an idle node made
+//! them; the restart re-applies them from the log, as after any crash. A
 //! periodic `flush` would add nothing but a wait: it holds sled's global
 //! read lock until its writes reach the disk, and a large apply (one
 //! `apply_batch`) needs that lock exclusively, so while snapshots kept the

@@ -175,12 +175,18 @@ impl Store {
     pub fn open(db: Arc<Database>) -> Result<Self, StoreError> {
         let tree = db.sled().open_tree("state")?;
         let redo = db.sled().open_tree(redo::TREE)?;
-        let record = redo.get(redo::KEY)?;
-        if let Some(record) = &record {
-            let batch = redo::decode(record).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            tree.apply_batch(batch)?;
+        let mut held = false;
+        if let Some(bytes) = redo.get(redo::KEY)? {
+            let record = redo::decode(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if record.belongs_over(keys::LAST_APPLIED, tree.get(keys::LAST_APPLIED)?.as_deref()) {
+                tree.apply_batch(record.batch())?;
+                held = true;
+            } else {
+                tracing::warn!("the state moved on since the last apply's redo record was written (an earlier version ran here?): the record is dropped, not replayed");
+                redo.remove(redo::KEY)?;
+            }
         }
-        let redo_held = Arc::new(AtomicBool::new(record.is_some()));
+        let redo_held = Arc::new(AtomicBool::new(held));
         Ok(Self { db, tree, redo, redo_held, gate: Arc::default(), applying: Arc::default(), view: Arc::default() })
     }
 
@@ -194,7 +200,8 @@ impl Store {
             view.before_write(&self.tree, &writes)?;
         }
         let _writing = self.applying.write().unwrap_or_else(|p| p.into_inner());
-        match redo::encode(&writes) {
+        let marker = self.tree.get(keys::LAST_APPLIED)?;
+        match redo::encode(marker.as_deref(), &writes) {
             Some(record) => {
                 self.redo.insert(redo::KEY, record)?;
                 self.redo_held.store(true, Ordering::Relaxed);
@@ -221,7 +228,8 @@ impl Store {
     }
 
     /// Removes the redo record, so that nothing replays it over what is
-    /// written next. The caller holds the gate exclusively.
+    /// written next. The caller is the one writer: an apply (holding
+    /// `applying`) or a snapshot load (holding the gate).
     pub(super) fn forget_redo(&self) -> Result<(), StoreError> {
         if self.redo_held.load(Ordering::Relaxed) {
             self.redo.remove(redo::KEY)?;
@@ -518,19 +526,23 @@ mod tests {
         store.tree().iter().collect::<Result<_, _>>().expect("iterate")
     }
 
-    fn writes(list: &[(&str, Option<&str>)]) -> Writes {
+    fn writes(list: &[(&[u8], Option<&str>)]) -> Writes {
         let mut writes = Writes::default();
-        for (key, value) in list {
+        for &(key, value) in list {
             match value {
-                Some(value) => writes.insert(key.as_bytes(), value.as_bytes()),
-                None => writes.remove(key.as_bytes()),
+                Some(value) => writes.insert(key, value.as_bytes()),
+                None => writes.remove(key),
             }
         }
         writes
     }
 
-    const FIRST: &[(&str, Option<&str>)] = &[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))];
-    const SECOND: &[(&str, Option<&str>)] = &[("b", None), ("a", Some("2")), ("d", Some("2")), ("a", Some("3"))];
+    /// Two applies, with `last_applied` (the redo record's marker) among
+    /// their writes as the state machine writes it.
+    const FIRST: &[(&[u8], Option<&str>)] =
+        &[(b"a", Some("1")), (b"b", Some("1")), (keys::LAST_APPLIED, Some("1")), (b"c", Some("1"))];
+    const SECOND: &[(&[u8], Option<&str>)] =
+        &[(b"b", None), (b"a", Some("2")), (keys::LAST_APPLIED, Some("2")), (b"d", Some("2")), (b"a", Some("3"))];
 
     /// What a crash can leave of an apply written as plain inserts: its
     /// record and any prefix of its writes. Opening the store again must
@@ -549,7 +561,8 @@ mod tests {
                 let store = open(dir.path());
                 store.write(writes(FIRST)).unwrap();
                 let second = writes(SECOND).into_inner();
-                store.redo.insert(redo::KEY, redo::encode(&second).unwrap()).unwrap();
+                let marker = store.tree.get(keys::LAST_APPLIED).unwrap();
+                store.redo.insert(redo::KEY, redo::encode(marker.as_deref(), &second).unwrap()).unwrap();
                 for (key, value) in second.into_iter().take(cut) {
                     match value {
                         Some(value) => store.tree.insert(key, value).unwrap(),
@@ -593,6 +606,24 @@ mod tests {
         });
     }
 
+    /// A record the state moved past without it (a build from before
+    /// records applied more on this data directory) is dropped, not
+    /// replayed over the newer state.
+    #[test]
+    fn a_record_the_state_moved_past_is_not_replayed() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let expected = {
+            let store = open(dir.path());
+            store.write(writes(FIRST)).unwrap();
+            store.tree.insert(keys::LAST_APPLIED, "5").unwrap();
+            store.tree.insert(b"a", "5").unwrap();
+            contents(&store)
+        };
+        let store = open(dir.path());
+        assert_eq!(contents(&store), expected);
+        assert_eq!(store.redo.get(redo::KEY).unwrap(), None, "the stale record is gone");
+    }
+
     /// An apply too large for a record goes as one batch; the previous
     /// record must not replay over it.
     #[test]
@@ -601,7 +632,7 @@ mod tests {
         let expected = {
             let store = open(dir.path());
             store.write(writes(FIRST)).unwrap();
-            let mut large = writes(&[("a", Some("large"))]);
+            let mut large = writes(&[(b"a", Some("large"))]);
             large.insert(b"big".as_slice(), vec![0u8; redo::MAX_BYTES]);
             store.write(large).unwrap();
             contents(&store)

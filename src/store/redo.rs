@@ -19,6 +19,13 @@
 //! such prefix and harmless on top of the whole apply. Each apply's record
 //! replaces the previous one, whose writes all come before it in the log.
 //!
+//! A record is replayed only over the state it was written for: it keeps
+//! what the marker key (`last_applied`) held before the apply, and opening
+//! replays it only if the marker still holds that or what the apply wrote.
+//! Anything else means the state moved on without the record: a build from
+//! before records ran on this data directory (a downgrade) and applied
+//! more, and a stale record must not undo that.
+//!
 //! An apply whose record would exceed [`MAX_BYTES`] is written as one
 //! `apply_batch` after the record is removed: a batch that large costs
 //! little per event already, and keeping the record small keeps it in
@@ -37,35 +44,48 @@ pub const MAX_BYTES: usize = 32 * 1024;
 
 /// Format of the record, first byte, so a later version can tell.
 const FORMAT: u8 = 1;
-const REMOVE: u8 = 0;
-const INSERT: u8 = 1;
+const ABSENT: u8 = 0;
+const PRESENT: u8 = 1;
 
 /// One write of an apply: `None` removes the key.
 pub type Write = (IVec, Option<IVec>);
 
-/// The record of `writes`, or `None` if it would exceed [`MAX_BYTES`].
-pub fn encode(writes: &[Write]) -> Option<Vec<u8>> {
-    let len =
-        1 + writes.iter().map(|(key, value)| 9 + key.len() + value.as_ref().map_or(0, |v| v.len())).sum::<usize>();
+/// The record of `writes`, made over a state whose marker key holds
+/// `marker` (see the module documentation), or `None` if it would exceed
+/// [`MAX_BYTES`].
+pub fn encode(marker: Option<&[u8]>, writes: &[Write]) -> Option<Vec<u8>> {
+    let optional = |bytes: Option<&[u8]>| 5 + bytes.map_or(0, <[u8]>::len);
+    let len = 1
+        + optional(marker)
+        + writes.iter().map(|(key, value)| 4 + key.len() + optional(value.as_deref())).sum::<usize>();
     if len > MAX_BYTES {
         return None;
     }
     let mut record = Vec::with_capacity(len);
     record.push(FORMAT);
+    put_optional(&mut record, marker);
     for (key, value) in writes {
-        // Both fit in u32: the whole record is below MAX_BYTES.
-        record.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        record.extend_from_slice(key);
-        match value {
-            Some(value) => {
-                record.push(INSERT);
-                record.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                record.extend_from_slice(value);
-            }
-            None => record.push(REMOVE),
-        }
+        put_sized(&mut record, key);
+        put_optional(&mut record, value.as_deref());
     }
     Some(record)
+}
+
+/// Appends `bytes` after its length, which fits in u32: the whole record
+/// is below [`MAX_BYTES`].
+fn put_sized(record: &mut Vec<u8>, bytes: &[u8]) {
+    record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    record.extend_from_slice(bytes);
+}
+
+fn put_optional(record: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            record.push(PRESENT);
+            put_sized(record, bytes);
+        }
+        None => record.push(ABSENT),
+    }
 }
 
 /// The record did not decode: written by a later version, or damaged.
@@ -73,24 +93,60 @@ pub fn encode(writes: &[Write]) -> Option<Vec<u8>> {
 #[error("the redo record of the last apply is unreadable ({0})")]
 pub struct Malformed(&'static str);
 
-/// The writes of a record made by [`encode`], as one batch.
-pub fn decode(record: &[u8]) -> Result<sled::Batch, Malformed> {
+/// A record read back.
+pub struct Record<'a> {
+    /// What the marker key held before the apply.
+    marker: Option<&'a [u8]>,
+    /// The apply's writes, in order (`None` removes the key).
+    writes: Vec<(&'a [u8], Option<&'a [u8]>)>,
+}
+
+/// Reads a record made by [`encode`].
+pub fn decode(record: &[u8]) -> Result<Record<'_>, Malformed> {
     let (&format, mut rest) = record.split_first().ok_or(Malformed("empty"))?;
     if format != FORMAT {
         return Err(Malformed("unknown format"));
     }
-    let mut batch = sled::Batch::default();
+    let marker = take_optional(&mut rest)?;
+    let mut writes = Vec::new();
     while !rest.is_empty() {
         let key = take_sized(&mut rest)?;
-        let (&tag, after) = rest.split_first().ok_or(Malformed("cut short"))?;
-        rest = after;
-        match tag {
-            INSERT => batch.insert(key, take_sized(&mut rest)?),
-            REMOVE => batch.remove(key),
-            _ => return Err(Malformed("unknown write")),
-        }
+        writes.push((key, take_optional(&mut rest)?));
     }
-    Ok(batch)
+    Ok(Record { marker, writes })
+}
+
+impl Record<'_> {
+    /// Whether the record belongs over a state whose `marker_key` holds
+    /// `now`: what it held before the apply, or what the apply wrote.
+    pub fn belongs_over(&self, marker_key: &[u8], now: Option<&[u8]>) -> bool {
+        let written = self.writes.iter().rev().find(|(key, _)| *key == marker_key).map(|(_, value)| *value);
+        now == self.marker || written.is_some_and(|written| now == written)
+    }
+
+    /// The writes as one batch (the last write of a key wins, as when they
+    /// are made in order).
+    pub fn batch(&self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in &self.writes {
+            match value {
+                Some(value) => batch.insert(*key, *value),
+                None => batch.remove(*key),
+            }
+        }
+        batch
+    }
+}
+
+/// Takes an optional length-prefixed byte string off the front of `rest`.
+fn take_optional<'a>(rest: &mut &'a [u8]) -> Result<Option<&'a [u8]>, Malformed> {
+    let (&tag, after) = rest.split_first().ok_or(Malformed("cut short"))?;
+    *rest = after;
+    match tag {
+        PRESENT => take_sized(rest).map(Some),
+        ABSENT => Ok(None),
+        _ => Err(Malformed("unknown tag")),
+    }
 }
 
 /// Takes a length-prefixed byte string off the front of `rest`.
@@ -117,7 +173,7 @@ mod tests {
         ]
     }
 
-    /// Applies `batch` to an empty tree and lists what it holds.
+    /// Applies `batch` to a tree holding `b` and lists what it holds then.
     fn applied(batch: sled::Batch) -> Vec<(IVec, IVec)> {
         let db = sled::Config::new().temporary(true).open().expect("temporary sled");
         db.insert(b"b", b"there before").expect("insert");
@@ -127,27 +183,42 @@ mod tests {
 
     #[test]
     fn a_record_replays_its_writes() {
-        let record = encode(&writes()).expect("small enough");
+        let record = encode(None, &writes()).expect("small enough");
         let expected = vec![(IVec::from(b""), IVec::from(b"")), (IVec::from(b"a"), IVec::from(vec![7u8; 300]))];
-        assert_eq!(applied(decode(&record).expect("decodes")), expected);
+        assert_eq!(applied(decode(&record).expect("decodes").batch()), expected);
+    }
+
+    #[test]
+    fn a_record_belongs_over_the_marker_before_or_after_its_apply_only() {
+        let mut writes = writes();
+        writes.push((IVec::from(b"marker"), Some(IVec::from(b"7"))));
+        let record = encode(Some(b"6"), &writes).expect("small enough");
+        let record = decode(&record).expect("decodes");
+        assert!(record.belongs_over(b"marker", Some(b"6")), "a crash before the marker was written");
+        assert!(record.belongs_over(b"marker", Some(b"7")), "a crash after it");
+        assert!(!record.belongs_over(b"marker", Some(b"8")), "the state moved on");
+        assert!(!record.belongs_over(b"marker", None));
+        let unmarked = encode(None, &[]).expect("small enough");
+        assert!(decode(&unmarked).expect("decodes").belongs_over(b"marker", None));
     }
 
     #[test]
     fn writes_past_the_limit_get_no_record() {
         let big = vec![(IVec::from(b"k"), Some(IVec::from(vec![0u8; MAX_BYTES])))];
-        assert!(encode(&big).is_none());
+        assert!(encode(None, &big).is_none());
     }
 
     #[test]
     fn a_damaged_record_is_refused() {
-        let record = encode(&writes()).expect("small enough");
+        let record = encode(None, &writes()).expect("small enough");
         // One byte short: the last write's value length is cut.
         assert!(decode(&record[..record.len() - 1]).is_err());
         // Inside the first key.
-        assert!(decode(&record[..3]).is_err());
+        assert!(decode(&record[..4]).is_err());
         assert!(decode(&[]).is_err());
-        assert!(decode(&[FORMAT + 1]).is_err());
-        assert!(decode(&[FORMAT, 1, 0, 0, 0, b'k', 9]).is_err());
-        assert!(decode(&[FORMAT, 1, 0, 0, 0, b'k', INSERT, 200, 0, 0, 0, 1]).is_err());
+        assert!(decode(&[FORMAT + 1, ABSENT]).is_err());
+        assert!(decode(&[FORMAT, 9]).is_err());
+        assert!(decode(&[FORMAT, ABSENT, 1, 0, 0, 0, b'k', 9]).is_err());
+        assert!(decode(&[FORMAT, ABSENT, 1, 0, 0, 0, b'k', PRESENT, 200, 0, 0, 0, 1]).is_err());
     }
 }
