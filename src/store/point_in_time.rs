@@ -4,9 +4,10 @@
 //! sled has no snapshots of its own. While a view is open, every write to
 //! the state goes through [`Store::write`], which hands the view the keys
 //! it is about to write before writing any of them, and the view keeps
-//! what each key held when it opened (first write wins). Walking the tree through the view puts
-//! those values back in place of newer ones, skips keys created since, and
-//! ends with the keys deleted since, which the tree no longer shows.
+//! what each key held when it opened (first write wins). Walking the tree
+//! through the view puts those values back in place of newer ones, skips
+//! keys created since, and ends with the keys deleted since, which the
+//! tree no longer shows.
 //!
 //! Whether a key first written after the walk went past it was already
 //! given out is decided by the walk's position, kept under the same lock as
