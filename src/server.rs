@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
+
 use crate::api;
 use crate::api::auth::Auth;
 use crate::node::{cluster, NodeConfig};
@@ -69,7 +71,18 @@ pub async fn serve(config: NodeConfig, auth: Auth) -> Result<(), ServeError> {
         hub.shut_down();
     };
     let served = match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(stopping).await,
+        None => {
+            // Without TCP_NODELAY a small write that follows one the peer
+            // has not acknowledged yet (the next WebSocket frame to a
+            // subscriber, a response on a kept-alive connection) waits for
+            // the peer's delayed acknowledgement: up to 40 ms on Linux.
+            let listener = listener.tap_io(|stream| {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
+                }
+            });
+            axum::serve(listener, app).with_graceful_shutdown(stopping).await
+        }
         Some(tls) => {
             let listener = TlsListener::new(listener, tls).map_err(|source| ServeError::Listen { addr, source })?;
             let app = app.into_make_service_with_connect_info::<Peer>();

@@ -204,7 +204,10 @@ impl Client {
         tokio_tungstenite::tungstenite::Error,
     > {
         let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(websocket_config()), false, connector).await
+        // Nagle off (`true`): a consumer's ack or a publish sent while the
+        // previous frame is unacknowledged would otherwise wait for the
+        // server's delayed acknowledgement (up to 40 ms).
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(websocket_config()), true, connector).await
     }
 
     /// Sends `key` as a bearer token on every request.

@@ -232,21 +232,27 @@ async fn fanout(bench: FanoutBench, access: &Access) -> Result<(), String> {
         tick.tick().await;
         let (http, url) = (http.clone(), publish_url.clone());
         publishes.push(tokio::spawn(async move {
-            let body = format!(r#"{{"event":"bench.fanout","data":{{"sent_us":{}}}}}"#, now_micros());
-            http.post(&url)
+            let sent = now_micros();
+            let body = format!(r#"{{"event":"bench.fanout","data":{{"sent_us":{sent}}}}}"#);
+            let ok = http
+                .post(&url)
                 .header("content-type", "application/json")
                 .body(body)
                 .send()
                 .await
-                .is_ok_and(|r| r.status().is_success())
+                .is_ok_and(|r| r.status().is_success());
+            ok.then(|| now_micros().saturating_sub(sent))
         }));
     }
     let mut failed = 0;
+    let mut acks = Vec::with_capacity(expected as usize);
     for p in publishes {
-        if !p.await.unwrap_or(false) {
-            failed += 1;
+        match p.await.ok().flatten() {
+            Some(latency) => acks.push(latency),
+            None => failed += 1,
         }
     }
+    acks.sort_unstable();
     let publish_secs = started.elapsed().as_secs_f64();
     let mut latencies = Vec::new();
     let mut short = 0;
@@ -260,7 +266,7 @@ async fn fanout(bench: FanoutBench, access: &Access) -> Result<(), String> {
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     println!(
-        "fanout: {} subscribers over {} nodes, {} events at {}/s ({} failed, published in {:.1} s): {} deliveries ({:.0}/s), {} subscribers short, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "fanout: {} subscribers over {} nodes, {} events at {}/s ({} failed, published in {:.1} s): {} deliveries ({:.0}/s), {} subscribers short, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; publish acknowledged p50 {:.2} ms, p99 {:.2} ms",
         bench.subscribers,
         bench.urls.len(),
         expected,
@@ -273,6 +279,8 @@ async fn fanout(bench: FanoutBench, access: &Access) -> Result<(), String> {
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
+        percentile(&acks, 0.50),
+        percentile(&acks, 0.99),
     );
     Ok(())
 }
