@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -200,8 +200,12 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     for event in events {
-        let text = event.rendered(|e| render(room, e)).to_owned();
-        tx.feed(Message::Text(text.into())).await?;
+        let frame = event.rendered(|e| render(room, e));
+        // Rendered from a `String`, so the check passes and the bytes are
+        // shared, not copied; the fallback only keeps a panic out.
+        let text =
+            Utf8Bytes::try_from(frame.clone()).unwrap_or_else(|_| String::from_utf8_lossy(&frame).as_ref().into());
+        tx.feed(Message::Text(text)).await?;
         *resume = event.offset + 1;
     }
     tx.flush().await
@@ -318,7 +322,8 @@ impl SseState {
             match delivery {
                 Ok(Delivery::Events(events)) => {
                     for event in events {
-                        let data = event.rendered(|e| render(&self.room, e)).to_owned();
+                        let frame = event.rendered(|e| render(&self.room, e));
+                        let data = String::from_utf8_lossy(&frame);
                         let frame = SseEvent::default()
                             .id(event.offset.to_string())
                             .event(event.event.event_type.as_str())

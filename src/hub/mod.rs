@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 pub use subscription::{Delivery, Subscription};
@@ -48,7 +49,7 @@ pub struct LiveEvent {
     pub offset: u64,
     /// The stored event.
     pub event: Arc<StoredEvent>,
-    rendered: OnceLock<String>,
+    rendered: OnceLock<Bytes>,
 }
 
 impl LiveEvent {
@@ -56,10 +57,11 @@ impl LiveEvent {
         Self { offset, event, rendered: OnceLock::new() }
     }
 
-    /// The event's wire form, made by `render` the first time it is asked
-    /// for and shared afterwards.
-    pub fn rendered(&self, render: impl FnOnce(&LiveEvent) -> String) -> &str {
-        self.rendered.get_or_init(|| render(self))
+    /// The event's wire form (UTF-8 text), made by `render` the first time
+    /// it is asked for; every subscriber then sends the same bytes, a
+    /// reference count apart, instead of a copy each.
+    pub fn rendered(&self, render: impl FnOnce(&LiveEvent) -> String) -> Bytes {
+        self.rendered.get_or_init(|| Bytes::from(render(self))).clone()
     }
 }
 
@@ -337,6 +339,24 @@ mod tests {
             })
             .collect();
         RoomUpdate { room: "r".into(), meta: Some(crate::store::RoomMeta { id, info }), appended }
+    }
+
+    #[test]
+    fn an_event_is_rendered_once_and_its_bytes_shared_by_every_sender() {
+        let (_, update) = incarnation(1, 1).appended.into_iter().next().expect("one event");
+        let event = LiveEvent::new(0, update);
+        let mut renders = 0;
+        let first = event.rendered(|e| {
+            renders += 1;
+            format!("frame {}", e.offset)
+        });
+        let second = event.rendered(|_| {
+            renders += 1;
+            "another".to_owned()
+        });
+        assert_eq!(renders, 1, "the second sender rendered the event again");
+        assert_eq!(second, "frame 0");
+        assert_eq!(first.as_ptr(), second.as_ptr(), "the second sender got a copy, not the shared bytes");
     }
 
     #[test]
