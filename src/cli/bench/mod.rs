@@ -70,7 +70,8 @@ enum Scenario {
     /// Concurrent publishers, each waiting for its acknowledgement.
     Publish(PublishBench),
     /// One publisher at a fixed rate, many WebSocket subscribers spread over
-    /// the nodes; measures publish-to-delivery latency.
+    /// the nodes; measures publish-to-delivery latency, and the publishes'
+    /// own acknowledgement latency beside it.
     Fanout(FanoutBench),
     /// The shapes of `publish` against a NATS JetStream stream, to compare
     /// both systems with one load generator.
