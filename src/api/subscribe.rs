@@ -322,8 +322,8 @@ impl SseState {
             match delivery {
                 Ok(Delivery::Events(events)) => {
                     for event in events {
-                        let frame = event.rendered(|e| render(&self.room, e));
-                        let data = String::from_utf8_lossy(&frame);
+                        let rendered = event.rendered(|e| render(&self.room, e));
+                        let data = String::from_utf8_lossy(&rendered);
                         let frame = SseEvent::default()
                             .id(event.offset.to_string())
                             .event(event.event.event_type.as_str())
