@@ -173,7 +173,11 @@ async fn consumer_state_is_the_same_on_every_node_and_a_new_worker_resumes_after
     cluster.wait_ready(WAIT).await;
     let client = cluster.nodes[0].client();
     let consumer = client.consumer("orders", "email");
-    let options = ConsumerOptions { ack_wait_ms: Some(1_000), types: Some("order.*".into()), ..Default::default() };
+    // Leases far longer than the test, so that no lease ends while the
+    // messages are fetched however slow the machine (an ended lease would
+    // hand an unacked message out again among new ones); the unacked ones
+    // are handed back with a nak below instead.
+    let options = ConsumerOptions { ack_wait_ms: Some(600_000), types: Some("order.*".into()), ..Default::default() };
     consumer.create(&options).await.expect("create");
     // One entry per publish and per ack, so the log outgrows several
     // snapshot intervals.
@@ -217,8 +221,10 @@ async fn consumer_state_is_the_same_on_every_node_and_a_new_worker_resumes_after
     assert_eq!(info["lag"], 40);
     assert_eq!(info["ack_floor"], unacked.first().copied().unwrap());
 
-    // A new worker on the joined node gets the unacked messages once their
-    // leases end, and the new ones; never an acked one.
+    // A new worker on the joined node gets the unacked messages once they
+    // are handed back, and the new ones; never an acked one.
+    let unacked_offsets: Vec<u64> = unacked.iter().copied().collect();
+    assert_eq!(consumer.nak(&unacked_offsets, Duration::ZERO).await.expect("nak"), 20);
     let worker = cluster.node(4).client().consumer("orders", "email");
     let mut seen = Vec::new();
     // 80 order.created events: 60 delivered (20 unacked), 20 never.
