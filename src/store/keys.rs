@@ -81,6 +81,9 @@ pub(crate) fn events_span(key: &[u8]) -> Option<(u64, u64)> {
     }
 }
 
+/// The exclusive upper bound of every `e` key.
+pub(crate) const EVENTS_END: &[u8] = b"f";
+
 pub(crate) fn room_events(room_id: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = b'e';

@@ -194,23 +194,25 @@ impl Store {
     /// the applied state changes (a snapshot install aside, which replaces
     /// it whole). Readers never see part of them (see `applying`).
     pub(crate) fn write(&self, writes: Writes) -> Result<(), StoreError> {
-        let writes = writes.into_inner();
+        let (ahead, writes) = writes.into_parts();
         let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(view) = view {
+            view.before_write(&self.tree, &ahead)?;
             view.before_write(&self.tree, &writes)?;
         }
         let _writing = self.applying.write().unwrap_or_else(|p| p.into_inner());
+        // Keys past a room's head go first and stay out of the record (see
+        // `Writes::insert_past_head`): the bulk of a large publish then
+        // leaves the record small enough for plain inserts, not a batch.
+        // sled recovers a prefix of its log, so whenever the record
+        // survives a crash, these did too.
+        self.write_one_by_one(ahead)?;
         let marker = self.tree.get(keys::LAST_APPLIED)?;
         match redo::encode(marker.as_deref(), &writes) {
             Some(record) => {
                 self.redo.insert(redo::KEY, record)?;
                 self.redo_held.store(true, Ordering::Relaxed);
-                for (key, value) in writes {
-                    match value {
-                        Some(value) => self.tree.insert(key, value)?,
-                        None => self.tree.remove(key)?,
-                    };
-                }
+                self.write_one_by_one(writes)?;
             }
             None => {
                 self.forget_redo()?;
@@ -223,6 +225,17 @@ impl Store {
                 }
                 self.tree.apply_batch(batch)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Makes `writes` in order as plain sled inserts and removes.
+    fn write_one_by_one(&self, writes: Vec<redo::Write>) -> Result<(), sled::Error> {
+        for (key, value) in writes {
+            match value {
+                Some(value) => self.tree.insert(key, value)?,
+                None => self.tree.remove(key)?,
+            };
         }
         Ok(())
     }
@@ -560,7 +573,7 @@ mod tests {
             {
                 let store = open(dir.path());
                 store.write(writes(FIRST)).unwrap();
-                let second = writes(SECOND).into_inner();
+                let (_, second) = writes(SECOND).into_parts();
                 let marker = store.tree.get(keys::LAST_APPLIED).unwrap();
                 store.redo.insert(redo::KEY, redo::encode(marker.as_deref(), &second).unwrap()).unwrap();
                 for (key, value) in second.into_iter().take(cut) {

@@ -29,6 +29,8 @@ use super::{redo, Store, StoreError};
 /// [`Store::write`] takes them.
 #[derive(Default)]
 pub struct Writes {
+    /// Inserts of keys past their room's head, made before `writes`.
+    ahead: Vec<redo::Write>,
     writes: Vec<redo::Write>,
 }
 
@@ -43,8 +45,20 @@ impl Writes {
         self.writes.push((key.into(), None));
     }
 
-    pub(super) fn into_inner(self) -> Vec<redo::Write> {
-        self.writes
+    /// Sets `key`, an event record past its room's head (the new events of
+    /// a publish), to `value`, before every other write and outside the
+    /// redo record. Until the apply's other writes move the head over it
+    /// no reader reaches such a key; if a crash comes first, a repeat of
+    /// the apply writes it again with the same value (the events and their
+    /// split into chunks depend only on the log), and opening the state
+    /// removes what is left past a head meanwhile (`Applier::load`).
+    pub fn insert_past_head(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
+        self.ahead.push((key.into(), Some(value.into())));
+    }
+
+    /// The inserts past a head, then the other writes, each in order.
+    pub(super) fn into_parts(self) -> (Vec<redo::Write>, Vec<redo::Write>) {
+        (self.ahead, self.writes)
     }
 }
 

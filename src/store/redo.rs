@@ -26,6 +26,12 @@
 //! before records ran on this data directory (a downgrade) and applied
 //! more, and a stale record must not undo that.
 //!
+//! A publish's new event chunks are not in the record: they are inserted
+//! before it, past their room's head, where no reader looks; a crash
+//! before the record leaves only them, the apply is repeated whole, and
+//! `Applier::load` removes what is past a head meanwhile (see
+//! `Writes::insert_past_head`).
+//!
 //! An apply whose record would exceed [`MAX_BYTES`] is written as one
 //! `apply_batch` after the record is removed: a batch that large costs
 //! little per event already, and keeping the record small keeps it in

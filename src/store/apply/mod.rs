@@ -235,8 +235,45 @@ impl Applier {
             protocol,
             byte_limits,
         };
+        applier.remove_events_past_heads()?;
         applier.purge_deleted_rooms()?;
         Ok(applier)
+    }
+
+    /// Removes event records past their room's head, and under room ids
+    /// not given out yet: what a crash leaves of an apply that had written
+    /// its new events (`Writes::insert_past_head`) but not the rest. The
+    /// repeat of that apply writes them again; until then nobody may find
+    /// them (a backup taken meanwhile would carry them to a restored
+    /// cluster, which gives those offsets to other events).
+    fn remove_events_past_heads(&self) -> Result<(), StoreError> {
+        let tree = self.store.tree();
+        let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = self
+            .rooms
+            .values()
+            .map(|meta| {
+                let end =
+                    meta.id.checked_add(1).map_or(keys::EVENTS_END.to_vec(), |next| keys::room_events(next).to_vec());
+                (keys::event(meta.id, meta.info.next_offset).to_vec(), end)
+            })
+            .collect();
+        ranges.push((keys::room_events(self.next_room_id).to_vec(), keys::EVENTS_END.to_vec()));
+        let mut removal = Writes::default();
+        let mut left = 0usize;
+        for (from, to) in ranges {
+            for key in tree.range(from..to).keys() {
+                removal.remove(key?);
+                left += 1;
+            }
+        }
+        if left > 0 {
+            tracing::info!(
+                records = left,
+                "removed event records past their room's head, left by an apply a crash cut short"
+            );
+            self.store.write(removal)?;
+        }
+        Ok(())
     }
 
     /// Whether the changes pending before `command` must be committed
@@ -582,7 +619,7 @@ impl Applier {
             let key = chunk_key(room_id, start, count as u64);
             // One event keeps the single-event format (see `chunk_key`).
             let value = if count == 1 { codec::encode(&*chunk[0])? } else { codec::encode(chunk)? };
-            batch.batch.insert(key, value);
+            batch.batch.insert_past_head(key, value);
             batch.chunks.insert((room_id, start), Some(Arc::new(chunk.to_vec())));
             start += count as u64;
             rest = after;
