@@ -192,7 +192,10 @@ impl Store {
 
     /// Makes `writes`, in order, all or nothing across a crash: the one way
     /// the applied state changes (a snapshot install aside, which replaces
-    /// it whole). Readers never see part of them (see `applying`).
+    /// it whole). Readers never see part of them (see `applying`). A crash
+    /// can keep inserts past a room's head without the rest
+    /// (`Writes::insert_past_head`); `Applier::load` removes those before
+    /// anything reads the state, and the repeated apply writes them again.
     pub(crate) fn write(&self, writes: Writes) -> Result<(), StoreError> {
         let (ahead, writes) = writes.into_parts();
         let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -52,7 +52,7 @@ impl Writes {
     /// the apply writes it again with the same value (the events and their
     /// split into chunks depend only on the log), and opening the state
     /// removes what is left past a head meanwhile (`Applier::load`).
-    pub fn insert_past_head(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
+    pub(crate) fn insert_past_head(&mut self, key: impl Into<IVec>, value: impl Into<IVec>) {
         self.ahead.push((key.into(), Some(value.into())));
     }
 
